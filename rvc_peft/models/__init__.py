@@ -1,0 +1,24 @@
+"""RVC architecture: configuration, synthesizer, discriminators and weight-norm helpers."""
+
+from transformers import AutoConfig, AutoModel
+
+from .config import RVCConfig, known_presets, parse_sample_rate, sample_rate_name
+from .discriminators import MultiPeriodDiscriminator
+from .synthesizer import RVCSynthesizer
+from .weight_norm import fold_weight_norm, has_weight_norm, to_legacy_keys, to_parametrized_keys
+
+AutoConfig.register("rvc", RVCConfig, exist_ok=True)
+AutoModel.register(RVCConfig, RVCSynthesizer, exist_ok=True)
+
+__all__ = [
+    "MultiPeriodDiscriminator",
+    "RVCConfig",
+    "RVCSynthesizer",
+    "fold_weight_norm",
+    "has_weight_norm",
+    "known_presets",
+    "parse_sample_rate",
+    "sample_rate_name",
+    "to_legacy_keys",
+    "to_parametrized_keys",
+]

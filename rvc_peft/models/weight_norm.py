@@ -1,0 +1,81 @@
+"""Weight normalisation for RVC layers: building, folding away, and the two on-disk key spellings.
+
+RVC's files store weight-normed layers with the legacy `torch.nn.utils.weight_norm` names
+(`<prefix>.weight_g`, `<prefix>.weight_v`); modules built with `torch.nn.utils.parametrizations.weight_norm`
+name the same tensors `<prefix>.parametrizations.weight.original0/1`. Effective weight = g · v / ‖v‖, the
+norm over every axis except dim 0 (for ConvTranspose1d dim 0 is the *input* channel axis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm as _parametrized_weight_norm
+
+LEGACY_SUFFIXES = (".weight_g", ".weight_v")
+PARAMETRIZED_SUFFIXES = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
+
+
+def weight_norm(module: nn.Module) -> nn.Module:
+    """Wrap `module.weight` in weight normalisation (dim 0), RVC's only weight-norm setting."""
+    return _parametrized_weight_norm(module, name="weight", dim=0)
+
+
+def has_weight_norm(module: nn.Module) -> bool:
+    """True if `module.weight` is weight-normed, with either the parametrization or the legacy hook."""
+    if parametrize.is_parametrized(module, "weight"):
+        return True
+    return any(type(hook).__name__ == "WeightNorm" for hook in module._forward_pre_hooks.values())
+
+
+def fold_weight_norm(model: nn.Module) -> nn.Module:
+    """Remove every weight norm in `model` (in place), leaving plain `weight` parameters.
+
+    The folded weight is the current effective weight g·v/‖v‖, so outputs do not change. This is
+    the state LoRA is injected into: a plain weight can be merged into, a (g, v) pair cannot.
+    Returns `model` for chaining.
+    """
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        else:
+            for key, hook in list(module._forward_pre_hooks.items()):
+                if type(hook).__name__ == "WeightNorm":
+                    torch.nn.utils.remove_weight_norm(module, hook.name)
+    return model
+
+
+def split_weight(weight: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-derive a weight-norm pair (g, v) from a plain weight: v = W and g = ‖W‖ over all axes but `dim`.
+
+    g·v/‖v‖ then reproduces W exactly (up to rounding); used to export folded or merged models in
+    RVC's weight_g/weight_v layout.
+    """
+    return torch.norm_except_dim(weight, 2, dim), weight.clone()
+
+
+def to_legacy_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename `parametrizations.weight.original0/1` keys to RVC's `weight_g`/`weight_v` spelling."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        for new, old in zip(LEGACY_SUFFIXES, PARAMETRIZED_SUFFIXES):
+            if key.endswith(old):
+                key = key[: -len(old)] + new
+                break
+        out[key] = value
+    return out
+
+
+def to_parametrized_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename legacy `weight_g`/`weight_v` keys to the `parametrizations.weight.original0/1` spelling."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        for old, new in zip(LEGACY_SUFFIXES, PARAMETRIZED_SUFFIXES):
+            if key.endswith(old):
+                key = key[: -len(old)] + new
+                break
+        out[key] = value
+    return out

@@ -1,0 +1,62 @@
+"""Small RVC models with random weights, for tests, examples and benchmarks.
+
+`small_config` keeps the real architecture (every layer type, the upsampling layout of the chosen
+sample rate, dilations 1/3/5, the NSF source) but shrinks channel counts so a model builds and runs in
+milliseconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .models import RVCConfig, RVCSynthesizer
+
+
+def small_config(version: str = "v2", use_f0: bool = True, sampling_rate: int | str = 40000, **overrides: Any) -> RVCConfig:
+    """A tiny `RVCConfig` of the real architecture (same layer layout, fewer channels)."""
+    sizes: dict[str, Any] = dict(
+        inter_channels=8, hidden_channels=16, filter_channels=32, n_heads=2, n_layers=2,
+        upsample_initial_channel=32, gin_channels=8, spk_embed_dim=4,
+    )
+    sizes.update(overrides)
+    return RVCConfig.from_preset(sampling_rate, version, use_f0, **sizes)
+
+
+def random_synthesizer(config: RVCConfig | None = None, seed: int = 0) -> RVCSynthesizer:
+    """An `RVCSynthesizer` with seeded random weights, in eval mode.
+
+    The flow's zero-initialised output convs are randomised too, so every layer affects the output.
+    """
+    config = config if config is not None else small_config()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = RVCSynthesizer(config)
+        with torch.no_grad():
+            for layer in model.flow.flows[::2]:
+                layer.post.weight.normal_(0.0, 0.05)
+                layer.post.bias.normal_(0.0, 0.05)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model.eval()
+
+
+def random_inputs(config: RVCConfig, frames: int = 40, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Inputs for `RVCSynthesizer.infer`: content features, coarse pitch, F0 in Hz, lengths and speaker ids."""
+    gen = torch.Generator().manual_seed(seed)
+    phone = torch.randn(batch, frames, config.content_dim, generator=gen)
+    f0 = 100.0 + 150.0 * torch.rand(batch, frames, generator=gen)
+    f0[:, : frames // 8] = 0.0  # an unvoiced stretch
+    mel = 1127.0 * torch.log1p(f0 / 700.0)
+    lo, hi = 1127.0 * torch.log1p(torch.tensor(50 / 700.0)), 1127.0 * torch.log1p(torch.tensor(1100 / 700.0))
+    pitch = torch.where(mel > 0, (mel - lo) * 254 / (hi - lo) + 1, mel).clamp(1, 255).round().long()
+    inputs = {
+        "phone": phone,
+        "phone_lengths": torch.full((batch,), frames, dtype=torch.long),
+        "sid": torch.zeros(batch, dtype=torch.long),
+    }
+    if config.use_f0:
+        inputs.update(pitch=pitch, nsff0=f0)
+    return inputs

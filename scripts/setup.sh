@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Creates .venv with rvc-peft and everything its demo and tests need, on a CPU machine.
+#   bash scripts/setup.sh          library + pitch extractors + faiss
+#   bash scripts/setup.sh --test   the same plus the test tools and reference implementations
+# Idempotent: a second run only re-checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt)
+# torch first and pinned: anything resolving a bare "torch" would pull a multi-GB CUDA build.
+"${PIP[@]}" "torch==2.13.0" "setuptools<82" wheel
+"${PIP[@]}" -e ".[all,dev]"
+if [ "$want_tests" = 1 ]; then
+  # Reference implementations the tests compare against (never imported by rvc_peft itself):
+  # RVC's own model code (the `rvc` wheel, without its fairseq-bound dependencies) and fairseq.
+  "${PIP[@]}" --no-deps rvc==0.3.5
+  "${PIP[@]}" ve-fairseq==0.12.3
+fi
+# torchcrepe drags in torchaudio, whose PyPI wheels are CUDA builds that fail to import on a CPU
+# machine and break `import transformers`. Its pure-Python part works: drop the CUDA libraries.
+rm -f .venv/lib/python3*/site-packages/torchaudio/lib/*.so
+.venv/bin/python -c "import torch, transformers, peft; assert torch.version.cuda is None, 'a CUDA torch was installed'"
+
+# Command-line speech synthesizers and ffmpeg for the speech tests and the demo (Debian/Ubuntu, as root).
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+  command -v flite >/dev/null || missing+=(flite)
+  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  if [ ${#missing[@]} -gt 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}") >/dev/null \
+      || echo "warning: could not apt-get install ${missing[*]}; speech-based tests will be skipped" >&2
+  fi
+fi
+echo "rvc-peft environment ready in .venv"
