@@ -16,10 +16,10 @@ from .models import RVCConfig, RVCSynthesizer
 
 def small_config(version: str = "v2", use_f0: bool = True, sampling_rate: int | str = 40000, **overrides: Any) -> RVCConfig:
     """A tiny `RVCConfig` of the real architecture (same layer layout, fewer channels)."""
-    sizes: dict[str, Any] = dict(
-        inter_channels=8, hidden_channels=16, filter_channels=32, n_heads=2, n_layers=2,
-        upsample_initial_channel=32, gin_channels=8, spk_embed_dim=4,
-    )
+    sizes: dict[str, Any] = {
+        "inter_channels": 8, "hidden_channels": 16, "filter_channels": 32, "n_heads": 2, "n_layers": 2,
+        "upsample_initial_channel": 32, "gin_channels": 8, "spk_embed_dim": 4,
+    }
     sizes.update(overrides)
     return RVCConfig.from_preset(sampling_rate, version, use_f0, **sizes)
 

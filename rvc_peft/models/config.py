@@ -160,7 +160,7 @@ class RVCConfig(PretrainedConfig):
     @classmethod
     def from_preset(
         cls, sample_rate: int | str = 40000, version: str = "v2", use_f0: bool = True, **overrides: Any
-    ) -> "RVCConfig":
+    ) -> RVCConfig:
         """The official configuration for a sample rate and version (e.g. `("40k", "v2", True)`)."""
         sr = parse_sample_rate(sample_rate)
         if (version, sr) not in _PRESETS:
@@ -194,7 +194,7 @@ class RVCConfig(PretrainedConfig):
     @classmethod
     def from_rvc_list(
         cls, values: list[Any], version: str = "v1", use_f0: bool = True, **overrides: Any
-    ) -> "RVCConfig":
+    ) -> RVCConfig:
         """Build from an exported voice's 18-entry `config` list (index 17 may be int or "40k")."""
         if len(values) != 18:
             raise ValueError(f"an RVC config list has 18 entries, this one has {len(values)}")

@@ -6,6 +6,8 @@ v1 = periods [2, 3, 5, 7, 11, 17] (129 state-dict keys), v2 adds [23, 37] (165 k
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -53,7 +55,7 @@ class DiscriminatorP(nn.Module):
         pad = (get_padding(kernel_size, 1), 0)
         self.convs = nn.ModuleList(
             weight_norm(nn.Conv2d(cin, cout, (kernel_size, 1), (stride, 1), padding=pad))
-            for cin, cout in zip(channels[:-1], channels[1:])
+            for cin, cout in itertools.pairwise(channels)
         )
         self.convs.append(weight_norm(nn.Conv2d(1024, 1024, (kernel_size, 1), 1, padding=pad)))
         self.conv_post = weight_norm(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)))
