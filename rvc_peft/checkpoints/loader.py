@@ -1,0 +1,166 @@
+"""`load_synthesizer` / `load_discriminator`: one entry point for every RVC file and our Hub layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..models import MultiPeriodDiscriminator, RVCSynthesizer
+from ..models.weight_norm import to_legacy_keys, to_parametrized_keys
+from .formats import RVCCheckpoint, discriminator_version, normalise_state_dict, parse_checkpoint
+from .safe_load import CheckpointError, read_pth
+
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def resolve_model_file(
+    path_or_hub_id: str | os.PathLike, *, filename: str | None = None, revision: str | None = None
+) -> Path:
+    """A local path for a file, a folder, or a Hub reference.
+
+    Hub references: `repo_id` + `filename=`, `"org/repo/sub/file.pth"`, or `"hf://org/repo/sub/file.pth"`.
+    A bare `"org/repo"` resolves to a snapshot folder (our `config.json` + `model.safetensors` layout).
+    """
+    text = str(path_or_hub_id)
+    local = Path(text).expanduser()
+    if filename is None and local.exists():
+        return local
+    if filename is None and (text.startswith(("/", ".", "~")) or "/" not in text.removeprefix("hf://")):
+        raise CheckpointError(text, "file not found")
+    repo_id, sub = _split_hub_reference(text, filename)
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        if sub is None:
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors"]))
+        return Path(hf_hub_download(repo_id, sub, revision=revision))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
+        where = f"{repo_id}/{sub}" if sub else repo_id
+        raise CheckpointError(where, f"not a local file and not downloadable from the Hugging Face Hub ({err})") from None
+
+
+def _split_hub_reference(text: str, filename: str | None) -> tuple[str, str | None]:
+    text = text.removeprefix("hf://").strip("/")
+    parts = text.split("/")
+    if len(parts) < 2 or not all(parts):
+        raise CheckpointError(text, "file not found (and not a Hugging Face Hub id of the form org/name)")
+    repo_id = "/".join(parts[:2])
+    sub = "/".join(parts[2:]) or None
+    if filename is not None:
+        sub = f"{sub}/{filename}" if sub else filename
+    return repo_id, sub
+
+
+def read_checkpoint(
+    path: str | os.PathLike, *, sample_rate: int | str | None = None, version: str | None = None
+) -> RVCCheckpoint:
+    """Read and recognise an RVC `.pth` synthesizer file (see `formats.parse_checkpoint`)."""
+    return parse_checkpoint(read_pth(path), path, sample_rate=sample_rate, version=version)
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Load a legacy-spelled state dict with exact key and shape checks, casting dtypes (fp16 files -> fp32)."""
+    expected = to_legacy_keys(model.state_dict())
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:5])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
+        raise CheckpointError(path, "weights do not fit the model: " + "; ".join(parts))
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                path, f"{key} has shape {list(tensor.shape)} in the file but {list(expected[key].shape)} in the model"
+            )
+    model.load_state_dict(to_parametrized_keys(state), strict=True)
+
+
+def load_synthesizer(
+    path_or_hub_id: str | os.PathLike,
+    *,
+    sample_rate: int | str | None = None,
+    version: str | None = None,
+    filename: str | None = None,
+    revision: str | None = None,
+    keep_posterior_encoder: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> RVCSynthesizer:
+    """Load any RVC synthesizer as an `RVCSynthesizer` in eval mode.
+
+    Accepts pretrained bases (`f0G40k.pth`), training checkpoints (`G_2333333.pth`), exported voices
+    (`weights/name.pth`), Applio exports, and our Hugging Face layout (a folder or hub id with `config.json` +
+    `model.safetensors`). Bases and checkpoints carry no config: it is inferred from tensor shapes, and
+    `sample_rate=` settles the cases shapes cannot tell apart. `keep_posterior_encoder=False` drops `enc_q`
+    (not needed for conversion).
+    """
+    source = resolve_model_file(path_or_hub_id, filename=filename, revision=revision)
+    if source.is_dir():
+        model = _load_hf_folder(source, str(path_or_hub_id))
+    else:
+        checkpoint = read_checkpoint(source, sample_rate=sample_rate, version=version)
+        state = checkpoint.state_dict
+        config = checkpoint.config
+        if not keep_posterior_encoder and config.use_posterior_encoder:
+            config.use_posterior_encoder = False
+            state = {k: v for k, v in state.items() if not k.startswith("enc_q.")}
+        model = RVCSynthesizer(config)
+        load_state_into(model, state, source)
+        model.config.rvc_file_kind = checkpoint.kind
+        if "info" in checkpoint.metadata:
+            model.config.rvc_info = str(checkpoint.metadata["info"])
+    if not keep_posterior_encoder:
+        model.remove_posterior_encoder()
+    _check_request(model, sample_rate, version, source)
+    name = str(path_or_hub_id) if filename is None else f"{path_or_hub_id}/{filename}"
+    model.config._name_or_path = name
+    model.name_or_path = name
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _load_hf_folder(folder: Path, name: str) -> RVCSynthesizer:
+    if not (folder / "config.json").exists() or not any((folder / w).exists() for w in HF_WEIGHTS):
+        raise CheckpointError(folder, "a model folder needs config.json and model.safetensors (rvc-peft's layout)")
+    try:
+        return RVCSynthesizer.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(name, f"cannot load the Hugging Face model folder ({err})") from None
+
+
+def _check_request(model: RVCSynthesizer, sample_rate: int | str | None, version: str | None, path: Path) -> None:
+    from ..models.config import parse_sample_rate
+
+    if sample_rate is not None and parse_sample_rate(sample_rate) != model.config.sampling_rate:
+        raise CheckpointError(path, f"sample_rate={sample_rate} was requested but this is a "
+                                    f"{model.config.sample_rate_name} model")
+    if version is not None and version != model.config.version:
+        raise CheckpointError(path, f"version={version} was requested but this is a {model.config.version} model")
+
+
+def load_discriminator(
+    path_or_hub_id: str | os.PathLike, *, version: str | None = None, filename: str | None = None,
+    revision: str | None = None, device: str | torch.device = "cpu",
+) -> MultiPeriodDiscriminator:
+    """Load RVC's pretrained or training discriminator (`f0D40k.pth`, `D_*.pth`) in eval mode."""
+    source = resolve_model_file(path_or_hub_id, filename=filename, revision=revision)
+    obj = read_pth(source)
+    state = obj.get("model") if isinstance(obj, dict) else None
+    if isinstance(obj, dict) and "weight" in obj and "config" in obj:
+        raise CheckpointError(source, "this is an exported voice (a synthesizer), not a discriminator (D) file")
+    if not isinstance(state, dict):
+        raise CheckpointError(source, "unknown format: an RVC discriminator file holds {'model': state_dict}")
+    state = normalise_state_dict(state, source)
+    if "enc_p.emb_phone.weight" in state:
+        raise CheckpointError(source, "this is a synthesizer (G) checkpoint, not a discriminator (D); use load_synthesizer")
+    file_version = discriminator_version(state, source)
+    if version is not None and version != file_version:
+        raise CheckpointError(source, f"version={version} was requested but this is a {file_version} discriminator")
+    model = MultiPeriodDiscriminator(file_version)
+    load_state_into(model, state, source)
+    return model.to(device).eval()
