@@ -48,10 +48,9 @@ def read_pth(path: str | os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         message = str(err)
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message) or re.search(
-            r"Unsupported operand (\d+)", message
-        )
-        if "Unsupported global" in message and found:
+        # torch words this as "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module ... is blocked"
+        found = re.search(r"GLOBAL ([\w.]+)", message)
+        if found:
             raise CheckpointError(
                 path,
                 f"refusing to load: the file asks to run Python code ({found.group(1)}); RVC model files contain "

@@ -40,7 +40,13 @@ def fold_weight_norm(model: nn.Module) -> nn.Module:
     """
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            requires_grad = any(p.requires_grad for p in module.parametrizations.weight.parameters())
+            # Under no_grad torch would leave a plain tensor instead of a Parameter: compute with grad on.
+            with torch.enable_grad():
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            if not isinstance(module.weight, nn.Parameter):
+                module.weight = nn.Parameter(module.weight.detach())
+            module.weight.requires_grad_(requires_grad)
         else:
             for key, hook in list(module._forward_pre_hooks.items()):
                 if type(hook).__name__ == "WeightNorm":
