@@ -81,7 +81,7 @@ def test_folded_model_exports_to_weight_norm_layout(tmp_path) -> None:
     state = rvc_state_dict(model, include_posterior_encoder=False)
     assert "dec.resblocks.0.convs1.0.weight_g" in state and "dec.resblocks.0.convs1.0.weight" not in state
     g, v = state["dec.ups.0.weight_g"], state["dec.ups.0.weight_v"]
-    assert g.shape == (32, 1, 1)  # ConvTranspose1d: weight norm runs over the input-channel axis
+    assert g.shape == (32, 1, 1) and v.shape == (32, 16, 16)  # ConvTranspose1d: norm over the input axis
     reloaded = rvc_peft.load_synthesizer(rvc_peft.export_rvc(model, tmp_path / "folded.pth"))
     torch.testing.assert_close(run(reloaded, x), run(half_rounded(random_synthesizer(model.config)), x), atol=1e-5,
                                rtol=0)
