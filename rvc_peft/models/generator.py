@@ -161,5 +161,7 @@ class GeneratorNSF(Generator):
 
 def _normal_weight_norm_init(module: nn.Module, std: float = 0.01) -> None:
     """HiFi-GAN's N(0, 0.01) conv init, applied through the weight-norm parametrization."""
+    pair = module.parametrizations.weight  # write (g, v) directly: cheaper than assigning the weight
     with torch.no_grad():
-        module.weight = torch.randn_like(module.weight) * std
+        pair.original1.normal_(0.0, std)
+        pair.original0.copy_(torch.norm_except_dim(pair.original1, 2, 0))
