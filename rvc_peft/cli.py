@@ -1,0 +1,305 @@
+"""The `rvc-peft` command: a thin argparse shell over the library.
+
+Each subcommand is one `_add_<name>_parser(subparsers)` function that registers its arguments and sets
+`func=_run_<name>`; `main` dispatches. Heavy imports happen inside the `_run_*` functions so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+# --- preprocess ---------------------------------------------------------------------------------------------------
+
+def _add_preprocess_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "preprocess",
+        help="turn a folder of recordings into a training dataset (RVC slicing, pitch, content features)",
+        description="Slice, normalise and featurise every audio file under AUDIO_DIR the way RVC does, into "
+                    "OUT_DIR/dataset (a `datasets` dataset) and OUT_DIR/rvc_dataset.json. Re-running skips files "
+                    "already done (cache in OUT_DIR/work). Files in a first-level sub-folder named by a number "
+                    "(AUDIO_DIR/3/...) get that speaker id; all others get --speaker-id.",
+    )
+    parser.add_argument("audio_dir", metavar="AUDIO_DIR", help="folder of wav/flac/ogg/mp3 recordings")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+    parser.add_argument("--sample-rate", default="40k", help="model sample rate: 32k, 40k or 48k (default 40k)")
+    parser.add_argument("--version", default="v2", choices=("v1", "v2"), help="RVC version (default v2)")
+    parser.add_argument("--f0-method", default="rmvpe", help="pitch method: rmvpe, crepe, crepe-tiny, fcpe, "
+                        "harvest, dio or pm (default rmvpe)")
+    parser.add_argument("--no-f0", action="store_true", help="build a dataset for a no-pitch model")
+    parser.add_argument("--content-encoder", required=True, metavar="PATH",
+                        help="HuBERT/ContentVec: transformers folder, fairseq .pt (e.g. hubert_base.pt) or hub id")
+    parser.add_argument("--rmvpe", default=None, metavar="PATH", help="rmvpe.pt file or hub id (for --f0-method rmvpe)")
+    parser.add_argument("--speaker-id", type=int, default=0, help="speaker id of files not in a numbered sub-folder")
+    parser.add_argument("--per", type=float, default=3.7, help="slice length in seconds (RVC: 3.7, or 3.0)")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes for loading/slicing/CPU pitch")
+    parser.add_argument("--device", default="cpu", help="torch device for the content encoder and pitch models")
+    parser.add_argument("--overwrite", action="store_true", help="discard the work cache and rebuild everything")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=_run_preprocess)
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from .data.preprocess import build_dataset
+
+    info = build_dataset(
+        args.audio_dir, args.out_dir, sample_rate=args.sample_rate, version=args.version,
+        f0_method=None if args.no_f0 else args.f0_method, content_encoder=args.content_encoder,
+        speaker_id=args.speaker_id, per=args.per, num_workers=args.workers, device=args.device,
+        overwrite=args.overwrite, progress=not args.no_progress, rmvpe=args.rmvpe,
+    )
+    print(f"{info.num_rows} slices from {info.stats.get('processed', 0) + info.stats.get('reused', 0)} files "
+          f"({info.stats.get('reused', 0)} reused from the work cache, {len(info.skipped)} skipped) -> {info.path}")
+    return 0
+
+
+# --- import-experiment --------------------------------------------------------------------------------------------
+
+def _add_import_experiment_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "import-experiment",
+        help="convert an RVC WebUI / Applio experiment folder (logs/<name>) into a dataset, without recomputing",
+        description="Read 0_gt_wavs, 2a_f0, 2b-f0nsf and 3_feature256|768 (WebUI) or sliced_audios, f0, f0_voiced "
+                    "and extracted (Applio) from EXP_DIR and write OUT_DIR/dataset + OUT_DIR/rvc_dataset.json.",
+    )
+    parser.add_argument("exp_dir", metavar="EXP_DIR", help="the experiment folder, e.g. RVC/logs/myvoice")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
+    parser.add_argument("--sample-rate", default=None, help="check the slices are at this rate (default: from WAVs)")
+    parser.add_argument("--version", default=None, choices=("v1", "v2"), help="pick v1/v2 (default: inferred)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT_DIR")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=_run_import_experiment)
+
+
+def _run_import_experiment(args: argparse.Namespace) -> int:
+    from .data.experiment import import_rvc_experiment
+
+    info = import_rvc_experiment(args.exp_dir, args.out_dir, sample_rate=args.sample_rate, version=args.version,
+                                 overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"{info.num_rows} slices ({info.version}, {info.sample_rate} Hz, "
+          f"{'with' if info.use_f0 else 'without'} pitch) -> {info.path}")
+    return 0
+
+
+# --- export -------------------------------------------------------------------------------------------------------
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="merge a LoRA voice adapter into its base and write an RVC voice .pth (WebUI / Applio)",
+        description="Load the base RVC model, load the adapter onto it with PEFT (checking it was made for this "
+                    "base), merge it, and write an RVC exported voice (fp16, legacy weight-norm names, enc_q dropped).",
+    )
+    parser.add_argument("--base", required=True, metavar="B", help="base model: RVC .pth (f0G40k.pth, G_*.pth, "
+                        "an exported voice), rvc-peft model folder, or Hub reference (org/repo[/file.pth])")
+    parser.add_argument("--adapter", required=True, metavar="A", help="adapter folder or Hub id (save_pretrained)")
+    parser.add_argument("--out", required=True, metavar="voice.pth", help="output file (written atomically)")
+    parser.add_argument("--info", default="", metavar="TEXT", help="text for the voice's 'info' field")
+    parser.add_argument("--sample-rate", default=None, help="base sample rate if its shapes are ambiguous (e.g. 40k)")
+    parser.add_argument("--flavor", default="webui", choices=("webui", "applio"), help="file variant (default webui)")
+    parser.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .tuners import export_merged_voice
+
+    path = export_merged_voice(args.base, args.adapter, args.out, info=args.info, flavor=args.flavor,
+                               base_kwargs={"sample_rate": args.sample_rate})
+    print(f"merged {args.adapter} into {args.base} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+# --- index --------------------------------------------------------------------------------------------------------
+
+def _add_index_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "index",
+        help="build the faiss retrieval index (RVC .index file) from a dataset's content features",
+        description="Index every 'phone' frame of DATASET_DIR the way RVC's 'train index' does (shuffled, IVF lists "
+                    "min(16*sqrt(N), N/39), nprobe 1; k-means centres above 200k frames). Needs faiss "
+                    '(pip install "rvc-peft[index]").',
+    )
+    parser.add_argument("dataset_dir", metavar="DATASET_DIR", help="output folder of `rvc-peft preprocess`")
+    parser.add_argument("--out", required=True, metavar="FILE.index", help="index file to write (atomically)")
+    parser.add_argument("--speaker-id", type=int, default=None, help="index only this speaker's rows")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the row shuffle and k-means (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=_run_index)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from .data.index import build_index_from_dataset, save_index
+
+    index = build_index_from_dataset(args.dataset_dir, speaker_id=args.speaker_id, seed=args.seed,
+                                     show_progress=not args.no_progress)
+    path = save_index(index, args.out)
+    print(f"indexed {index.ntotal} vectors of width {index.d} -> {path}")
+    return 0
+
+
+# --- convert ------------------------------------------------------------------------------------------------------
+
+def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert audio files or folders to a voice (base + LoRA adapter), the RVC way",
+        description="Convert every audio file given (folders are searched recursively) with RVC's pipeline: "
+                    "48 Hz high-pass, quiet-point segmentation, pitch, content features, retrieval, protect, "
+                    "RMS mix. Outputs mirror the input tree under -o and never replace an input file.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files and/or folders")
+    parser.add_argument("--base", required=True, metavar="B", help="base model or exported voice: RVC .pth, "
+                        "rvc-peft model folder, or Hub reference (org/repo[/file.pth])")
+    parser.add_argument("--adapter", default=None, metavar="A", help="LoRA voice adapter folder or Hub id "
+                        "(omit to convert with the base / exported voice alone)")
+    parser.add_argument("--adapter-name", default=None, metavar="N", help="name for the voice (default: folder name)")
+    parser.add_argument("--index", default=None, metavar="I", help="retrieval .index file (default: the single "
+                        "*.index in the adapter folder, if any)")
+    parser.add_argument("--pitch", type=float, default=0.0, metavar="N", help="transpose by N semitones")
+    parser.add_argument("--f0-method", default="rmvpe", metavar="M",
+                        help="rmvpe, crepe, crepe-tiny, fcpe, harvest, dio or pm (default rmvpe)")
+    parser.add_argument("--index-rate", type=float, default=0.75, metavar="R", help="retrieval share (default 0.75)")
+    parser.add_argument("--protect", type=float, default=0.33, metavar="P",
+                        help="consonant protection, 0.5 disables (default 0.33)")
+    parser.add_argument("--rms-mix-rate", type=float, default=0.25, metavar="R",
+                        help="1 keeps the model's loudness envelope, 0 the input's (default 0.25)")
+    parser.add_argument("--filter-radius", type=int, default=3, help="harvest median filter switch (default 3)")
+    parser.add_argument("--resample-sr", type=int, default=0, help="output sample rate (default: the model's)")
+    parser.add_argument("--speaker-id", type=int, default=None, help="speaker row (default: the voice's, else 0)")
+    parser.add_argument("--content-encoder", default="lj1995/VoiceConversionWebUI/hubert_base.pt", metavar="PATH",
+                        help="HuBERT/ContentVec: transformers folder, fairseq .pt or Hub reference "
+                             "(default: RVC's hubert_base.pt on the Hub)")
+    parser.add_argument("--rmvpe", default=None, metavar="PATH", help="rmvpe.pt file or Hub reference "
+                        "(default: RVC's on the Hub)")
+    parser.add_argument("-o", "--output", default="converted", metavar="OUT",
+                        help="output folder (default ./converted), or a file name for a single input")
+    parser.add_argument("--format", default="wav", choices=("wav", "flac"), help="output format (default wav)")
+    parser.add_argument("--float", action="store_true", help="write float32 WAV (Applio) instead of 16-bit (WebUI)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (inputs are never replaced)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--half", action="store_true", help="float16 with RVC's fp16 windowing (GPU)")
+    parser.add_argument("--seed", type=int, default=None, help="seed the synthesizer noise (reproducible output)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .inference import VoiceConverter
+    from .inference.batch import collect_inputs, convert_files, plan_outputs
+
+    output = Path(args.output)
+    inputs = collect_inputs(args.inputs, exclude=output)
+    if not inputs:
+        raise ValueError(f"no audio files found in {', '.join(args.inputs)}")
+    outputs = plan_outputs(inputs, output, fmt=args.format, overwrite=args.overwrite)
+    adapters = {args.adapter_name: args.adapter} if args.adapter and args.adapter_name else args.adapter
+    converter = VoiceConverter.from_pretrained(
+        args.base, adapters, content_encoder=args.content_encoder, f0_method=args.f0_method, rmvpe=args.rmvpe,
+        index=args.index, device=args.device, half=args.half, seed=args.seed,
+    )
+    settings = {"f0_up_key": args.pitch, "index_rate": args.index_rate, "protect": args.protect,
+                "rms_mix_rate": args.rms_mix_rate, "filter_radius": args.filter_radius,
+                "resample_sr": args.resample_sr, "speaker_id": args.speaker_id}
+    report = convert_files(lambda path: converter.convert(path, **settings), inputs, outputs,
+                           subtype="FLOAT" if args.float else "PCM_16", progress=not args.no_progress)
+    print(f"converted {len(report.written)} of {len(inputs)} files -> {output}")
+    for path, reason in report.failed:
+        print(f"  failed: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+# --- eval ---------------------------------------------------------------------------------------------------------
+
+def _add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="compare converted audio with a reference: MCD, F0 RMSE/correlation, V/UV error, spectral convergence",
+        description="Compare CONVERTED with REFERENCE (two files, or two folders matched by file name). Frames are "
+                    "aligned by DTW of mel cepstra (or 1:1 with --align none). Prints JSON.",
+    )
+    parser.add_argument("converted", metavar="CONVERTED", help="converted audio file or folder")
+    parser.add_argument("reference", metavar="REFERENCE", help="reference audio file or folder")
+    parser.add_argument("--json", default=None, metavar="out.json", help="also write the JSON here")
+    parser.add_argument("--figure", default=None, metavar="out.png",
+                        help="PNG of F0 tracks and spectrograms (a folder when comparing folders)")
+    parser.add_argument("--f0-method", default="pm", help="pitch method for the F0 metrics (default pm)")
+    parser.add_argument("--align", default="dtw", choices=("dtw", "none"), help="frame alignment (default dtw)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (folders)")
+    parser.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .inference.batch import evaluate_paths
+
+    result = evaluate_paths(args.converted, args.reference, json_path=args.json, figure=args.figure,
+                            f0_method=args.f0_method, align=args.align, progress=not args.no_progress)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+# --- train --------------------------------------------------------------------------------------------------------
+
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    from .training.arguments import build_parser as build_train_parser
+
+    subparsers.add_parser(
+        "train", parents=[build_train_parser()], add_help=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="train a LoRA voice adapter with RVC's objective (one process; several: accelerate launch)",
+        description="Train a LoRA adapter on a dataset from `rvc-peft preprocess`, with RVC's GAN objective. Same "
+                    "options as train_accelerate.py; for several GPUs or machines run `accelerate launch "
+                    "train_accelerate.py ...` (or `accelerate launch -m rvc_peft.cli train ...`).",
+    ).set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .training import TrainingError, check_args, main
+
+    try:
+        result = main(check_args(args))
+    except TrainingError as error:
+        print(f"rvc-peft train: error: {error}", file=sys.stderr)
+        return 1
+    return 130 if result.interrupted else 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rvc-peft", description="PEFT, Accelerate and Hub tools for RVC voices")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_preprocess_parser(subparsers)
+    _add_import_experiment_parser(subparsers)
+    _add_export_parser(subparsers)
+    _add_index_parser(subparsers)
+    _add_convert_parser(subparsers)
+    _add_eval_parser(subparsers)
+    _add_train_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `rvc-peft` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as error:  # our error classes subclass ValueError and name the file
+        print(f"rvc-peft {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""rvc_peft.features."""

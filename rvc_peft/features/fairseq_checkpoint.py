@@ -1,0 +1,467 @@
+"""Read fairseq HuBERT/ContentVec checkpoints (RVC's `hubert_base.pt`) without fairseq and without running pickle code.
+
+A fairseq checkpoint is a zip-format `torch.save` file whose pickle names, besides tensors, fairseq's
+`Dictionary` (the label set in `task_state`) and sometimes omegaconf / argparse / enum objects in its config.
+`read_checkpoint` unpickles it with `RestrictedUnpickler`: tensor-rebuild functions and storage types are the only
+callables it lets the pickle reach; the fairseq/omegaconf/argparse/enum names become inert `Placeholder`
+objects that only record what was pickled; anything else (`os.system`, `builtins.eval`, ...) raises
+`UnsafePickleError`. Tensor storages are read one at a time from the zip straight into their final buffers, so
+loading a 360 MB checkpoint needs about 360 MB, not twice that.
+
+`convert_hubert_checkpoint` then builds a transformers `HubertConfig` from the checkpoint's own config and maps
+the fairseq parameter names onto transformers' `HubertModel` names (plus `final_proj`).
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import argparse
+import ast
+import collections
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import HubertConfig
+
+__all__ = [
+    "ConvertedHubert",
+    "FairseqCheckpointError",
+    "Placeholder",
+    "RestrictedUnpickler",
+    "UnsafePickleError",
+    "convert_hubert_checkpoint",
+    "convert_hubert_state_dict",
+    "hubert_config_from_fairseq",
+    "parse_conv_feature_layers",
+    "read_checkpoint",
+    "to_plain",
+]
+
+# fairseq's defaults (fairseq/models/hubert/hubert.py `HubertConfig`) for fields an old checkpoint may omit.
+_FAIRSEQ_HUBERT_DEFAULTS: dict[str, Any] = {
+    "extractor_mode": "default", "encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12, "activation_fn": "gelu", "layer_type": "transformer", "dropout": 0.1,
+    "attention_dropout": 0.1, "activation_dropout": 0.0, "encoder_layerdrop": 0.0, "dropout_input": 0.0,
+    "final_dim": 0, "layer_norm_first": False, "conv_bias": False, "conv_pos": 128, "conv_pos_groups": 16,
+    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
+}
+_CHUNK = 1 << 24  # bytes read from the zip per call: bounds the transient copy per tensor
+
+
+class FairseqCheckpointError(ValueError):
+    """A checkpoint that cannot be read or is not a fairseq HuBERT/ContentVec model; the message names the file."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class UnsafePickleError(FairseqCheckpointError):
+    """The checkpoint's pickle names a global outside the allow-list (it could run code when loaded)."""
+
+
+# --- inert placeholders ------------------------------------------------------------------------------------------
+
+class Placeholder:
+    """Stands in for a class the checkpoint names (fairseq `Dictionary`, omegaconf nodes, enums, Namespace).
+
+    It runs no code of the original class: it only keeps the constructor arguments (`args`), the pickled state
+    (`state`) and any items the pickle appends, so `to_plain` can read them as plain Python data.
+    """
+
+    qualified_name = "?"
+
+    args: tuple
+    kwargs: dict[str, Any]
+    state: Any
+    items: list[Any]
+
+    def __new__(cls, *args: Any, **kwargs: Any):  # both REDUCE (cls(*args)) and NEWOBJ (cls.__new__) land here
+        obj = super().__new__(cls)
+        obj.args, obj.kwargs, obj.state, obj.items = args, kwargs, None, []
+        return obj
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items.append((key, value))
+
+    def append(self, value: Any) -> None:
+        self.items.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.items.extend(values)
+
+    def __repr__(self) -> str:
+        return f"<placeholder {self.qualified_name}>"
+
+
+_PLACEHOLDER_TYPES: dict[str, type[Placeholder]] = {}
+# Module prefixes whose classes become placeholders: fairseq's Dictionary/config classes, omegaconf containers and
+# nodes, argparse.Namespace (old fairseq `args`), enums, numpy scalars that trainers leave in `extra_state`.
+_PLACEHOLDER_MODULES = ("fairseq", "omegaconf", "argparse", "enum", "typing", "numpy")
+
+
+def _placeholder_type(module: str, name: str) -> type[Placeholder]:
+    key = f"{module}.{name}"
+    if key not in _PLACEHOLDER_TYPES:
+        _PLACEHOLDER_TYPES[key] = type(name, (Placeholder,), {"qualified_name": key, "__module__": __name__})
+    return _PLACEHOLDER_TYPES[key]
+
+
+# --- tensors -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _StorageType:
+    dtype: torch.dtype
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+    "ComplexFloatStorage": torch.complex64, "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
+}
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, *_: Any) -> torch.Tensor:
+    # A view on the storage read from the zip: no copy. requires_grad / hooks / metadata are dropped on purpose.
+    return storage.as_strided(tuple(size), tuple(stride), offset)
+
+
+def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
+    return data
+
+
+def _rebuild_from_type(func: Any, new_type: Any, args: tuple, state: Any) -> Any:
+    if func not in (_rebuild_tensor, _rebuild_parameter):
+        raise pickle.UnpicklingError(f"_rebuild_from_type_v2 with a disallowed function {func!r}")
+    return func(*args)
+
+
+_ALLOWED_CALLABLES: dict[tuple[str, str], Any] = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    # omegaconf keeps flags in a defaultdict; a plain dict holds the same items without keeping a factory
+    ("collections", "defaultdict"): lambda *_: {},
+    ("torch", "Size"): torch.Size,
+    # protocol-2 pickles spell bytes (e.g. inside numpy scalars) as _codecs.encode(text, "latin1")
+    ("_codecs", "encode"): lambda text, encoding="utf-8": str(text).encode(str(encoding)),
+}
+# Plain data types; they appear as values (omegaconf records `object_type: dict`) or build containers.
+_ALLOWED_CALLABLES.update({("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, str, bytes, int,
+                                                                   float, complex, bool, object)})
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for a torch zip checkpoint that can only rebuild tensors, containers and inert placeholders.
+
+    `find_class` never imports anything: it answers from a fixed table of tensor-rebuild functions, storage types,
+    `collections.OrderedDict`, `torch.Size` and torch dtypes, turns fairseq/omegaconf/argparse/enum/typing/numpy
+    names into `Placeholder` subclasses, and raises `UnsafePickleError` for every other global.
+    `persistent_load` reads the storage records of the zip lazily, each straight into its own buffer.
+    """
+
+    def __init__(self, file: Any, *, path: str, archive: zipfile.ZipFile, prefix: str) -> None:
+        super().__init__(file)
+        self._path, self._archive, self._prefix = path, archive, prefix
+        self._storages: dict[str, torch.Tensor] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        # protocol-2 pickles use Python 2 names (__builtin__.long, copy_reg...); translate like pickle itself does
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) in _ALLOWED_CALLABLES:
+            return _ALLOWED_CALLABLES[(module, name)]
+        if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module.split(".")[0] in _PLACEHOLDER_MODULES:
+            return _placeholder_type(module, name)
+        raise UnsafePickleError(self._path, f"the pickle refers to {module}.{name}, which is not allowed in a "
+                                "weights checkpoint (loading it could run code); refusing to load")
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        _, storage_type, key, _location, numel = pid
+        if not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
+        if key not in self._storages:
+            self._storages[key] = self._read_storage(str(key), storage_type.dtype, int(numel))
+        return self._storages[key]
+
+    def _read_storage(self, key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        name = f"{self._prefix}data/{key}"
+        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        try:
+            info = self._archive.getinfo(name)
+        except KeyError:
+            raise FairseqCheckpointError(self._path, f"missing tensor record {name!r} (truncated or corrupt)") from None
+        if info.file_size != nbytes:
+            raise FairseqCheckpointError(self._path, f"tensor record {name!r} has {info.file_size} bytes, "
+                                         f"expected {nbytes} (truncated or corrupt)")
+        raw = torch.empty(nbytes, dtype=torch.uint8)
+        view, pos = memoryview(raw.numpy()), 0
+        with self._archive.open(info) as member:
+            while pos < nbytes:
+                got = member.readinto(view[pos:pos + _CHUNK])
+                if not got:
+                    raise FairseqCheckpointError(self._path, f"tensor record {name!r} ends early (truncated)")
+                pos += got
+        return raw.view(dtype) if numel else torch.empty(0, dtype=dtype)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """Unpickle a zip-format `torch.save` file safely (see `RestrictedUnpickler`); tensors come back on the CPU.
+
+    Raises `FairseqCheckpointError` (naming the file) for missing, empty, truncated, non-zip or big-endian files,
+    and `UnsafePickleError` for pickles naming disallowed globals.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FairseqCheckpointError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise FairseqCheckpointError(path, "file is empty")
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise FairseqCheckpointError(path, "not a zip-format PyTorch checkpoint (truncated, corrupt, or saved in "
+                                     "the legacy pre-1.6 torch.save format)") from None
+    with archive:
+        pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") <= 1]
+        if len(pickles) != 1:
+            raise FairseqCheckpointError(path, "zip file holds no torch.save pickle (data.pkl)")
+        prefix = pickles[0][: -len("data.pkl")]
+        if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
+            raise FairseqCheckpointError(path, "big-endian checkpoints are not supported")
+        try:
+            with archive.open(pickles[0]) as stream:
+                return RestrictedUnpickler(stream, path=path, archive=archive, prefix=prefix).load()
+        except FairseqCheckpointError:
+            raise
+        except Exception as exc:  # damaged or hostile data fails in many ways; all of them mean "unusable file"
+            raise FairseqCheckpointError(path, f"cannot unpickle the checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def to_plain(obj: Any) -> Any:
+    """Placeholders, Namespaces and containers -> plain dicts/lists/scalars (omegaconf nodes become their values)."""
+    if isinstance(obj, Placeholder):
+        state = obj.state
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):  # (dict_state, slots_state)
+            state = {**(state[0] or {}), **state[1]}
+        if isinstance(state, dict) and "_content" in state:  # omegaconf DictConfig / ListConfig
+            return to_plain(state["_content"])
+        if isinstance(state, dict) and "_val" in state:  # omegaconf value node
+            return to_plain(state["_val"])
+        if isinstance(state, dict):  # Namespace, fairseq Dictionary, ...
+            return {k: to_plain(v) for k, v in state.items()}
+        if len(obj.args) == 1 and not obj.items:  # enum member pickled as EnumClass(value)
+            return to_plain(obj.args[0])
+        return [to_plain(v) for v in obj.items] if obj.items else obj
+    if isinstance(obj, argparse.Namespace):
+        return {k: to_plain(v) for k, v in vars(obj).items()}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+# --- config ------------------------------------------------------------------------------------------------------
+
+def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
+    """fairseq's `conv_feature_layers` string, e.g. `"[(512,10,5)] + [(512,3,2)] * 4"`, without `eval`.
+
+    Only list/tuple literals of integers joined by `+` and `*` are accepted. Returns `[(dim, kernel, stride), ...]`.
+    """
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [value(e) for e in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = value(node.left), value(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(f"unsupported expression in conv_feature_layers: {ast.dump(node)}")
+
+    layers = value(ast.parse(spec.strip(), mode="eval").body)
+    if not isinstance(layers, list) or not all(isinstance(t, tuple) and len(t) == 3 for t in layers):
+        raise ValueError(f"conv_feature_layers {spec!r} is not a list of (dim, kernel, stride) tuples")
+    return [tuple(int(v) for v in t) for t in layers]
+
+
+def hubert_config_from_fairseq(model_cfg: dict[str, Any], **extra: Any) -> HubertConfig:
+    """A transformers `HubertConfig` equivalent to a fairseq HuBERT model config (`cfg["model"]` or old `args`).
+
+    `extractor_mode` "default" (one group norm in the first conv) -> `feat_extract_norm="group"`, "layer_norm" ->
+    "layer"; `layer_norm_first` -> `do_stable_layer_norm`; `final_dim` (0 = embed dim) -> `classifier_proj_size`.
+    `feature_grad_mult`, masking and the loss settings do not affect inference and are not carried over.
+    """
+    cfg = {**_FAIRSEQ_HUBERT_DEFAULTS, **{k: v for k, v in model_cfg.items() if v is not None}}
+    if cfg["layer_type"] != "transformer":
+        raise ValueError(f"layer_type {cfg['layer_type']!r} is not supported (only 'transformer')")
+    if int(cfg.get("pos_conv_depth", 1) or 1) != 1 or cfg.get("conv_pos_batch_norm"):
+        raise ValueError("multi-layer or batch-norm positional convolutions are not supported")
+    if cfg["activation_fn"] not in ("gelu", "relu"):
+        raise ValueError(f"activation_fn {cfg['activation_fn']!r} is not supported (only 'gelu' and 'relu')")
+    norms = {"default": "group", "layer_norm": "layer"}
+    if cfg["extractor_mode"] not in norms:
+        raise ValueError(f"extractor_mode {cfg['extractor_mode']!r} is not supported")
+    conv = parse_conv_feature_layers(cfg["conv_feature_layers"])
+    hidden = int(cfg["encoder_embed_dim"])
+    return HubertConfig(
+        hidden_size=hidden,
+        num_hidden_layers=int(cfg["encoder_layers"]),
+        num_attention_heads=int(cfg["encoder_attention_heads"]),
+        intermediate_size=int(cfg["encoder_ffn_embed_dim"]),
+        hidden_act=cfg["activation_fn"],
+        hidden_dropout=float(cfg["dropout"]),
+        attention_dropout=float(cfg["attention_dropout"]),
+        activation_dropout=float(cfg["activation_dropout"]),
+        feat_proj_dropout=float(cfg["dropout_input"]),
+        layerdrop=float(cfg["encoder_layerdrop"]),
+        feat_extract_norm=norms[cfg["extractor_mode"]],
+        feat_proj_layer_norm=True,  # fairseq always layer-norms the conv features before post_extract_proj
+        conv_dim=[c[0] for c in conv],
+        conv_kernel=[c[1] for c in conv],
+        conv_stride=[c[2] for c in conv],
+        conv_bias=bool(cfg["conv_bias"]),
+        num_conv_pos_embeddings=int(cfg["conv_pos"]),
+        num_conv_pos_embedding_groups=int(cfg["conv_pos_groups"]),
+        do_stable_layer_norm=bool(cfg["layer_norm_first"]),
+        classifier_proj_size=int(cfg["final_dim"]) or hidden,
+        **extra,
+    )
+
+
+# --- weights -----------------------------------------------------------------------------------------------------
+
+_KEY_RULES = [(re.compile(pattern), target) for pattern, target in [
+    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
+    (r"feature_extractor\.conv_layers\.(\d+)\.2\.(weight|bias)", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (r"layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
+    (r"post_extract_proj\.(weight|bias)", r"feature_projection.projection.\1"),
+    (r"encoder\.pos_conv\.0\.bias", "encoder.pos_conv_embed.conv.bias"),
+    (r"encoder\.pos_conv\.0\.(?:weight_g|parametrizations\.weight\.original0)",
+     "encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
+    (r"encoder\.pos_conv\.0\.(?:weight_v|parametrizations\.weight\.original1)",
+     "encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
+    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)", r"encoder.layers.\1.attention.\2_proj.\3"),
+    (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"encoder.layers.\1.layer_norm.\2"),
+    (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)", r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
+    (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)", r"encoder.layers.\1.feed_forward.output_dense.\2"),
+    (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
+    (r"encoder\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
+    (r"mask_emb", "masked_spec_embed"),
+    (r"final_proj\.(weight|bias)", r"final_proj.\1"),
+    (r"label_embs_concat", ""),  # pre-training label embeddings: unused for feature extraction
+]]
+
+
+def convert_hubert_state_dict(
+    state_dict: dict[str, torch.Tensor], config: HubertConfig
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """fairseq HuBERT parameter names -> (`HubertModel` state dict, `final_proj` state dict).
+
+    The positional conv's weight norm is accepted as `weight_g/weight_v` or `parametrizations.weight.original0/1`
+    and returned in the parametrizations spelling. A checkpoint without `post_extract_proj` (conv width equal to
+    the model width) gets an identity projection. Raises `ValueError` listing any key that has no mapping.
+    """
+    hubert: dict[str, torch.Tensor] = {}
+    final_proj: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, tensor in state_dict.items():
+        for pattern, target in _KEY_RULES:
+            if pattern.fullmatch(key):
+                new_key = pattern.sub(target, key)
+                if new_key.startswith("final_proj."):
+                    final_proj[new_key[len("final_proj."):]] = tensor
+                elif new_key:
+                    hubert[new_key] = tensor
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        raise ValueError(f"parameters with no HuBERT mapping: {shown}")
+    if "feature_projection.projection.weight" not in hubert and config.conv_dim[-1] == config.hidden_size:
+        hubert["feature_projection.projection.weight"] = torch.eye(config.hidden_size)
+        hubert["feature_projection.projection.bias"] = torch.zeros(config.hidden_size)
+    return hubert, final_proj
+
+
+@dataclass
+class ConvertedHubert:
+    """What `convert_hubert_checkpoint` found: a transformers config and state dicts, plus RVC-relevant facts."""
+
+    config: HubertConfig
+    state_dict: dict[str, torch.Tensor]  # transformers HubertModel names
+    final_proj: dict[str, torch.Tensor]  # {"weight": [final_dim, hidden], "bias": [final_dim]} or {}
+    normalize: bool  # task.normalize: layer-norm the whole waveform before the conv stack
+    kind: str  # "contentvec" or "hubert" (see `_guess_kind`)
+    num_label_classes: int | None  # k-means clusters the model was pre-trained on (dictionary size minus specials)
+    cfg: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config as plain data
+
+
+def _guess_kind(cfg: dict[str, Any], num_classes: int | None, final_dim: int) -> str:
+    # ContentVec's own training configs name it; RVC's hubert_base.pt (ContentVec "legacy 500") only has the layout:
+    # 500 label classes and a 256-d final projection. Facebook's HuBERT-base shares that layout, so a file with
+    # it is reported as "contentvec" by structure alone -- see the caveat in `load_content_encoder`.
+    if "contentvec" in repr(cfg).lower():
+        return "contentvec"
+    return "contentvec" if num_classes == 500 and final_dim == 256 else "hubert"
+
+
+def convert_hubert_checkpoint(path: str | os.PathLike) -> ConvertedHubert:
+    """Read a fairseq HuBERT/ContentVec checkpoint safely and convert it to transformers names and config.
+
+    Raises `FairseqCheckpointError` naming the file when it cannot be read, holds no fairseq model, or is not a
+    HuBERT-architecture model (e.g. an RVC voice `.pth`, a wav2vec 2.0 checkpoint).
+    """
+    path = os.fspath(path)
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        keys = ", ".join(map(str, list(checkpoint)[:8])) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise FairseqCheckpointError(path, f"not a fairseq checkpoint: no 'model' state dict (top level: {keys})")
+    weights = checkpoint["model"]
+    cfg = to_plain(checkpoint.get("cfg")) or {}
+    args = to_plain(checkpoint.get("args")) or {}
+    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else args
+    task_cfg = cfg.get("task") if isinstance(cfg.get("task"), dict) else args
+    arch = str(model_cfg.get("_name") or model_cfg.get("arch") or "")
+    named_hubert = "hubert" in arch or "contentvec" in arch
+    unnamed_hubert = not arch and "label_embs_concat" in weights and "quantizer.vars" not in weights
+    if not (named_hubert or unnamed_hubert):
+        raise FairseqCheckpointError(path, f"not a HuBERT/ContentVec checkpoint (model {arch or 'unknown'!r})")
+    try:
+        config = hubert_config_from_fairseq(model_cfg)
+        hubert, final_proj = convert_hubert_state_dict(weights, config)
+    except ValueError as exc:
+        raise FairseqCheckpointError(path, f"cannot convert to transformers HubertModel: {exc}") from exc
+    if final_proj:
+        config.classifier_proj_size = int(final_proj["weight"].shape[0])
+    num_classes = None
+    dictionaries = (to_plain(checkpoint.get("task_state")) or {}).get("dictionaries") or []
+    if dictionaries and isinstance(dictionaries[0], dict) and "symbols" in dictionaries[0]:
+        num_classes = len(dictionaries[0]["symbols"]) - int(dictionaries[0].get("nspecial", 4))
+    elif "label_embs_concat" in weights:
+        num_classes = int(weights["label_embs_concat"].shape[0]) - 4
+    kind = _guess_kind(cfg or args, num_classes, config.classifier_proj_size if final_proj else 0)
+    return ConvertedHubert(config, hubert, final_proj, bool(task_cfg.get("normalize", False)), kind, num_classes,
+                           cfg or args)
