@@ -40,13 +40,13 @@ def fold_weight_norm(model: nn.Module) -> nn.Module:
     """
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
-            requires_grad = any(p.requires_grad for p in module.parametrizations.weight.parameters())
-            # Under no_grad torch would leave a plain tensor instead of a Parameter: compute with grad on.
-            with torch.enable_grad():
-                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-            if not isinstance(module.weight, nn.Parameter):
-                module.weight = nn.Parameter(module.weight.detach())
-            module.weight.requires_grad_(requires_grad)
+            # Not remove_parametrizations: deep copies share the dynamically created parametrized class, and
+            # removing the property from it would break every copy. Restore the plain class on this module only.
+            weight = module.weight.detach().clone()
+            requires_grad = module.parametrizations.weight.original1.requires_grad
+            delattr(module, "parametrizations")
+            module.__class__ = module.__class__.__bases__[0]
+            module.register_parameter("weight", nn.Parameter(weight, requires_grad=requires_grad))
         else:
             for key, hook in list(module._forward_pre_hooks.items()):
                 if type(hook).__name__ == "WeightNorm":

@@ -175,3 +175,15 @@ def test_pitch_model_requires_pitch() -> None:
     del x["pitch"]
     with pytest.raises(ValueError, match="this RVC model uses pitch: pass `pitch`"):
         model.infer(**x)
+
+
+def test_folding_a_deep_copy_leaves_the_original_intact() -> None:
+    import copy
+
+    model = RVCSynthesizer(small_config("v2", True, 40000)).eval()
+    folded = fold_weight_norm(copy.deepcopy(model))
+    x = random_inputs(model.config)
+    with torch.no_grad(), no_noise():
+        torch.testing.assert_close(folded.infer(**x)[0], model.infer(**x)[0], atol=1e-6, rtol=0)
+    assert type(model.dec.ups[0]).__name__ == "ParametrizedConvTranspose1d"
+    assert type(folded.dec.ups[0]) is torch.nn.ConvTranspose1d

@@ -1,0 +1,98 @@
+"""High-level entry points for RVC voice adapters: make one, push it, merge it back into an RVC voice file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from peft import PeftConfig, PeftModel, get_peft_model
+from torch import nn
+
+from .lora.config import RVCLoraConfig
+from .provenance import facts_of_config
+
+
+def get_rvc_peft_model(
+    base: nn.Module, config: PeftConfig | None = None, adapter_name: str = "default", **kwargs: Any
+) -> PeftModel:
+    """Fold the base's weight norm away (in place, outputs unchanged), then wrap it with a LoRA adapter.
+
+    LoRA then goes into plain weights ("after weight-norm removal", as RVC fine-tuning recipes do), so merging is a
+    plain addition and the merged model exports like any folded RVC model. `config` defaults to `RVCLoraConfig()`
+    (the "generator" preset, r=8, alpha=16); `kwargs` go to `peft.get_peft_model`.
+    Returns the `PeftModel`; only the adapter is trainable.
+    """
+    from ..models import fold_weight_norm
+
+    fold_weight_norm(base)
+    return get_peft_model(base, config if config is not None else RVCLoraConfig(), adapter_name=adapter_name, **kwargs)
+
+
+def is_rvc_adapter_model(model: nn.Module) -> bool:
+    """True if any adapter of `model` was made on an RVC base (its config carries RVC facts)."""
+    configs = getattr(model, "peft_config", None)
+    return isinstance(configs, dict) and any(facts_of_config(config) is not None for config in configs.values())
+
+
+def push_adapter_to_hub(
+    model: PeftModel,
+    repo_id: str,
+    *,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: bool | str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    tags: list[str] | None = None,
+    **save_kwargs: Any,
+) -> Any:
+    """Upload an RVC adapter (`save_pretrained` output: adapter files, `rvc_adapter.json`, the RVC model card).
+
+    This is what `PeftModel.push_to_hub` does for RVC adapters once rvc_peft is imported: create the repo if needed,
+    save to a temporary folder, add `tags` to the card, upload everything in one commit. Returns the `CommitInfo`.
+    `save_kwargs` go to `save_pretrained` (e.g. `selected_adapters`); `max_shard_size` is ignored (adapters are small).
+    """
+    from huggingface_hub import HfApi, ModelCard
+
+    save_kwargs.pop("max_shard_size", None)
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, token=token).repo_id
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, **save_kwargs)
+        if tags:
+            for card_path in Path(folder).rglob("README.md"):
+                card = ModelCard.load(card_path)
+                card.data.tags = sorted(set(card.data.tags or []) | set(tags))
+                card.save(card_path)
+        return api.upload_folder(
+            repo_id=repo_id, folder_path=folder, commit_message=commit_message or "Upload RVC voice adapter",
+            commit_description=commit_description, token=token, revision=revision, create_pr=create_pr,
+        )
+
+
+def export_merged_voice(
+    base: str | os.PathLike | nn.Module,
+    adapter: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    info: str = "",
+    flavor: str = "webui",
+    base_kwargs: dict[str, Any] | None = None,
+    adapter_kwargs: dict[str, Any] | None = None,
+) -> Path:
+    """Merge an adapter into its base and write an RVC voice `.pth` that RVC WebUI / Applio load unchanged.
+
+    `base`: an RVC file / hub id (read with `rvc_peft.load_synthesizer(base, **base_kwargs)`) or a loaded
+    `RVCSynthesizer`; `adapter`: adapter folder or hub id (`PeftModel.from_pretrained`, with `adapter_kwargs`).
+    `flavor`: "webui" or "applio" (see `export_rvc`). A wrong base fails with `IncompatibleAdapterError` before anything is written; the output is written atomically.
+    Returns the output path.
+    """
+    from ..checkpoints import export_rvc, load_synthesizer
+
+    model = load_synthesizer(base, **(base_kwargs or {})) if isinstance(base, (str, os.PathLike)) else base
+    merged = PeftModel.from_pretrained(model, str(adapter), **(adapter_kwargs or {})).merge_and_unload()
+    export_rvc(merged, out, info=info, flavor=flavor)
+    return Path(out)

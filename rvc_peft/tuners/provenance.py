@@ -1,0 +1,315 @@
+"""Provenance of RVC adapters: which base they were made for, checked again whenever they are loaded.
+
+The facts ("RVC facts") travel with the adapter in two places:
+
+* `adapter_config.json` → `auto_mapping["rvc"]`. `auto_mapping` is a standard PEFT config field (a free-form dict
+  PEFT uses to find the base model class), so the facts survive every load path — `PeftModel.from_pretrained`,
+  `load_adapter`, transformers' `load_adapter`, `add_weighted_adapter` — without extra files or downloads, and stock
+  PEFT still reads the file without warnings;
+* `rvc_adapter.json`, the same dict as a standalone file for tools that do not parse PEFT configs.
+
+What is recorded: RVC version, pitch (use_f0), sample rate, content encoder, speaker id, the base model's name
+(hub id or file name), a content hash of its weights (`base_model_fingerprint`) and its architecture numbers,
+plus an optional training summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .lora.layer import legacy_weight_norm_hooks
+
+FACTS_KEY = "rvc"
+ADAPTER_INFO_NAME = "rvc_adapter.json"
+FORMAT_NAME = "rvc-peft-adapter"
+FORMAT_VERSION = 1
+# architecture numbers that must match for an adapter to fit (spk_embed_dim is checked softly: presets never
+# target the speaker table, so a base with another speaker count still fits)
+ARCHITECTURE_FIELDS = (
+    "inter_channels", "hidden_channels", "filter_channels", "n_heads", "n_layers", "kernel_size",
+    "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates", "upsample_initial_channel",
+    "upsample_kernel_sizes", "gin_channels",
+)
+_FINGERPRINT_CACHE = "_rvc_peft_base_fingerprint"
+_LORA_SEGMENTS = {"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector", "lora_dropout"}
+_HUB_REFERENCE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/[^/]+)*$")
+
+
+class IncompatibleAdapterError(ValueError):
+    """An adapter loaded onto a base it was not made for (other RVC version, sample rate, pitch or shapes)."""
+
+
+# --- helpers on models ----------------------------------------------------------------------------------------------
+
+def unwrap_base_model(model: nn.Module) -> nn.Module:
+    """The plain model under a `PeftModel` or a PEFT tuner, or `model` itself."""
+    from peft import PeftMixedModel, PeftModel
+    from peft.tuners.tuners_utils import BaseTuner
+
+    if isinstance(model, (PeftModel, PeftMixedModel)):
+        model = model.get_base_model()
+    if isinstance(model, BaseTuner):
+        model = model.model
+    return model
+
+
+def is_rvc_model(model: nn.Module) -> bool:
+    """True for an `RVCSynthesizer` (a transformers model whose config has model_type "rvc")."""
+    return getattr(getattr(model, "config", None), "model_type", None) == "rvc"
+
+
+def _clean_name(name: str) -> str:
+    return name.replace(".base_layer", "")
+
+
+def _effective_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Base weights by their plain-model names, weight-normed layers contributing their effective `weight`.
+
+    PEFT wrappers (`.base_layer`) and LoRA parameters are skipped, and so is the posterior encoder `enc_q` (training
+    only, absent from exported voices), so a base hashes the same folded or not, wrapped or not, with or without enc_q.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    for module_name, module in model.named_modules():
+        segments = module_name.split(".") if module_name else []
+        if isinstance(module, BaseTunerLayer) or _LORA_SEGMENTS.intersection(segments):
+            continue
+        if "parametrizations" in segments or (segments and segments[0] == "enc_q"):
+            continue
+        prefix = _clean_name(module_name) + "." if module_name else ""
+        skip = set()
+        if parametrize.is_parametrized(module, "weight"):
+            tensors[prefix + "weight"] = module.weight.detach()
+        for hook in legacy_weight_norm_hooks(module):
+            tensors[prefix + hook.name] = hook.compute_weight(module).detach()
+            skip.update({hook.name + "_g", hook.name + "_v"})
+        for param_name, param in module.named_parameters(recurse=False):
+            if param_name not in skip:
+                tensors[prefix + param_name] = param.detach()
+    return tensors
+
+
+def base_model_fingerprint(model: nn.Module, *, use_cache: bool = True) -> str:
+    """A content hash of a model's base weights: "sha256:<hex>".
+
+    sha256 over the sorted parameter names, shapes and float32 bytes of the *effective* weights (weight norm
+    evaluated, LoRA and `enc_q` left out, PEFT wrappers unwrapped). The value is cached on the model object the first
+    time (before any adapter can be merged into it); merging and unloading clears the cache.
+    """
+    model = unwrap_base_model(model)
+    cached = model.__dict__.get(_FINGERPRINT_CACHE)
+    if use_cache and cached:
+        return cached
+    digest = hashlib.sha256()
+    for name, tensor in sorted(_effective_tensors(model).items()):
+        digest.update(name.encode())
+        digest.update(repr(tuple(tensor.shape)).encode())
+        digest.update(tensor.to(device="cpu", dtype=torch.float32).contiguous().numpy().tobytes())
+    value = "sha256:" + digest.hexdigest()
+    model.__dict__[_FINGERPRINT_CACHE] = value
+    return value
+
+
+def forget_fingerprint(model: nn.Module) -> None:
+    """Drop the cached fingerprint (the weights changed, e.g. an adapter was merged in)."""
+    unwrap_base_model(model).__dict__.pop(_FINGERPRINT_CACHE, None)
+
+
+def display_name(name_or_path: str | None) -> str | None:
+    """A Hub reference ("org/repo", "org/repo/sub/file.pth", "hf://...") stays as it is; a local path becomes its
+    file name, so shared adapters carry no private directory names."""
+    if not name_or_path:
+        return None
+    name = str(name_or_path)
+    looks_local = os.path.exists(name) or name.startswith(("/", ".", "~")) or "\\" in name
+    if not looks_local and _HUB_REFERENCE.match(name.removeprefix("hf://")):
+        return name
+    return Path(name).name or name
+
+
+def hub_repo_of(name_or_path: str | None) -> str | None:
+    """The "org/repo" part of a Hub reference, or None for local files and unnamed bases."""
+    name = display_name(name_or_path)
+    if not name or os.path.exists(name):
+        return None
+    match = _HUB_REFERENCE.match(name.removeprefix("hf://"))
+    return "/".join(name.removeprefix("hf://").split("/")[:2]) if match else None
+
+
+def base_name_or_path(model: nn.Module) -> str | None:
+    """The base's hub id or file name, from `model.name_or_path` / `config._name_or_path` (set by load_synthesizer)."""
+    model = unwrap_base_model(model)
+    name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    return display_name(name)
+
+
+# --- the facts ------------------------------------------------------------------------------------------------------
+
+def rvc_facts(model: nn.Module) -> dict[str, Any]:
+    """The RVC facts of a base model, as stored with adapters made for it (see the module docstring)."""
+    from .. import __version__
+
+    model = unwrap_base_model(model)
+    config = model.config
+    architecture = {key: getattr(config, key) for key in ARCHITECTURE_FIELDS}
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "rvc_peft_version": __version__,
+        "version": config.version,
+        "use_f0": bool(config.use_f0),
+        "sampling_rate": int(config.sampling_rate),
+        "content_encoder": config.content_encoder,
+        "content_dim": int(config.content_dim),
+        "speaker_id": int(config.speaker_id),
+        "base_model": {
+            "name_or_path": base_name_or_path(model),
+            "fingerprint": base_model_fingerprint(model),
+            "rvc_class": config.rvc_class_name,
+            "spk_embed_dim": int(config.spk_embed_dim),
+            "architecture": json.loads(json.dumps(architecture)),
+        },
+        "training": None,
+    }
+
+
+def facts_of_config(config: Any) -> dict[str, Any] | None:
+    """The RVC facts stored in a PEFT config (`auto_mapping["rvc"]`), or None for a non-RVC adapter."""
+    auto_mapping = getattr(config, "auto_mapping", None)
+    if isinstance(auto_mapping, dict) and isinstance(auto_mapping.get(FACTS_KEY), dict):
+        return auto_mapping[FACTS_KEY]
+    return None
+
+
+def store_facts(config: Any, facts: dict[str, Any], model: nn.Module | None = None) -> None:
+    """Put `facts` into `config.auto_mapping["rvc"]` (keeping PEFT's base_model_class/parent_library entries)."""
+    auto_mapping = dict(config.auto_mapping or {}) if isinstance(config.auto_mapping, dict) else {}
+    if model is not None and "base_model_class" not in auto_mapping:
+        # PeftModel fills these on save for task_type=None; transformers' save path does not, and AutoPeftModel needs
+        # both whenever auto_mapping is present
+        base = unwrap_base_model(model)
+        auto_mapping["base_model_class"] = type(base).__name__
+        auto_mapping["parent_library"] = type(base).__module__
+    auto_mapping[FACTS_KEY] = facts
+    config.auto_mapping = auto_mapping
+
+
+def describe(facts: dict[str, Any]) -> str:
+    """"RVC v2 40k with pitch (base 'f0G40k.pth', sha256:1a2b3c4d5e6f)" — for error messages."""
+    base = facts.get("base_model") or {}
+    pitch = "with pitch" if facts.get("use_f0") else "without pitch"
+    rate = facts.get("sampling_rate")
+    rate_name = f"{int(rate) // 1000}k" if isinstance(rate, int) else str(rate)
+    fingerprint = str(base.get("fingerprint") or "unknown hash")[:19]
+    return f"RVC {facts.get('version')} {rate_name} {pitch} (base '{base.get('name_or_path') or 'unnamed'}', {fingerprint})"
+
+
+def check_compatible(facts: dict[str, Any], model: nn.Module, adapter_name: str) -> None:
+    """Raise `IncompatibleAdapterError` if the adapter's RVC facts do not fit `model`; warn on softer differences.
+
+    Hard: RVC version, pitch, sample rate, architecture numbers (these change which layers exist or their shapes, or
+    make the adapter meaningless). Soft (a warning): a different base fingerprint (same architecture, other weights,
+    e.g. another pretrained base), a different speaker-table size or content encoder.
+    """
+    model = unwrap_base_model(model)
+    if not is_rvc_model(model):
+        raise IncompatibleAdapterError(
+            f"adapter '{adapter_name}' was made for an {describe(facts)}, but it is being loaded onto a "
+            f"{type(model).__name__}, which is not an RVC synthesizer"
+        )
+    mine = rvc_facts(model)
+    problems = [
+        f"{key} {facts.get(key)!r} vs {mine[key]!r}" for key in ("version", "use_f0", "sampling_rate")
+        if facts.get(key) != mine[key]
+    ]
+    theirs_arch = (facts.get("base_model") or {}).get("architecture") or {}
+    mine_arch = mine["base_model"]["architecture"]
+    problems += [
+        f"{key} {theirs_arch[key]!r} vs {mine_arch[key]!r}" for key in ARCHITECTURE_FIELDS
+        if key in theirs_arch and theirs_arch[key] != mine_arch[key]
+    ]
+    if problems:
+        raise IncompatibleAdapterError(
+            f"adapter '{adapter_name}' was made for an {describe(facts)}, but the model it is being loaded onto is an "
+            f"{describe(mine)}; they differ in " + ", ".join(problems) + ". Load the base the adapter was trained on."
+        )
+    theirs_base = facts.get("base_model") or {}
+    soft = []
+    if theirs_base.get("fingerprint") and theirs_base["fingerprint"] != mine["base_model"]["fingerprint"]:
+        soft.append(f"weights ({theirs_base['fingerprint'][:19]} vs {mine['base_model']['fingerprint'][:19]})")
+    if theirs_base.get("spk_embed_dim") not in (None, mine["base_model"]["spk_embed_dim"]):
+        soft.append(f"speaker table size ({theirs_base['spk_embed_dim']} vs {mine['base_model']['spk_embed_dim']})")
+    if soft:
+        warnings.warn(
+            f"adapter '{adapter_name}' was made for base '{theirs_base.get('name_or_path') or 'unnamed'}', and this "
+            f"base ('{mine['base_model']['name_or_path'] or 'unnamed'}') has the same architecture but different "
+            + " and ".join(soft) + "; the adapter will load, but it may not sound as intended.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+# --- user-facing helpers -----------------------------------------------------------------------------------------
+
+def set_training_summary(model: nn.Module, summary: dict[str, Any], adapter_name: str | None = None) -> None:
+    """Attach a training summary (steps, epochs, learning rate, dataset, ...) to an adapter's RVC facts.
+
+    It is written to `rvc_adapter.json`, `adapter_config.json` and the model card on the next `save_pretrained` /
+    `push_to_hub`. Values must be JSON-serialisable.
+    """
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, dict) or not configs:
+        raise ValueError("set_training_summary needs a model with a PEFT adapter (a PeftModel or a model with adapters)")
+    if adapter_name is None:
+        active = getattr(model, "active_adapter", None)
+        adapter_name = active if isinstance(active, str) else next(iter(configs))
+    if adapter_name not in configs:
+        raise ValueError(f"no adapter named {adapter_name!r}; the model has {sorted(configs)}")
+    facts = facts_of_config(configs[adapter_name])
+    if facts is None:
+        raise ValueError(f"adapter {adapter_name!r} is not on an RVC model (it has no RVC facts to extend)")
+    facts["training"] = json.loads(json.dumps(dict(summary)))
+
+
+def read_adapter_info(path_or_hub_id: str | os.PathLike, **hub_kwargs: Any) -> dict[str, Any]:
+    """The RVC facts of a saved adapter (local folder or hub id): `rvc_adapter.json`, else `adapter_config.json`.
+
+    Raises `ValueError` naming the location if neither holds RVC facts.
+    """
+    location = str(path_or_hub_id)
+    subfolder = hub_kwargs.get("subfolder")
+    folder = Path(location, subfolder) if subfolder else Path(location)
+    for filename in (ADAPTER_INFO_NAME, "adapter_config.json"):
+        path = folder / filename
+        if not path.is_file():
+            try:
+                from huggingface_hub import hf_hub_download
+
+                path = Path(hf_hub_download(location, filename, **hub_kwargs))
+            except Exception:  # noqa: BLE001, S112 - optional file missing on the hub, or offline: try the next one
+                continue
+        data = json.loads(path.read_text())
+        facts = data if filename == ADAPTER_INFO_NAME else (data.get("auto_mapping") or {}).get(FACTS_KEY)
+        if isinstance(facts, dict):
+            return facts
+    raise ValueError(f"{location}: no RVC adapter information ({ADAPTER_INFO_NAME} or auto_mapping.rvc) found")
+
+
+def write_adapter_info(directory: str | os.PathLike, facts: dict[str, Any]) -> Path:
+    """Write `facts` to `<directory>/rvc_adapter.json` (atomically) and return the path."""
+    from ..checkpoints.safe_load import atomic_write
+
+    path = Path(directory) / ADAPTER_INFO_NAME
+    text = json.dumps(facts, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return path
