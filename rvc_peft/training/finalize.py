@@ -1,0 +1,166 @@
+"""End of training (main process): save the adapter with its card, then the optional extras, then prove it loads.
+
+Order: adapter (`save_pretrained`: adapter_config.json, adapter_model.safetensors, rvc_adapter.json, README.md with a
+training summary) -> retrieval index (`--build_index`) -> reload check: a freshly loaded base plus the saved adapter
+converts a held-out clip, saved under `samples/` and logged as "test" (diffusers' final validation) -> merged RVC
+voice (`--export_rvc`) -> upload (`--push_to_hub`: adapter, card, index, samples; no checkpoints or logs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.logging import get_logger
+
+from .validation import convert_clip, mel_l1
+
+logger = get_logger(__name__)
+
+HUB_IGNORE = ["checkpoint-*", "checkpoint-*/*", ".tmp-checkpoint-*", "logs/*", "logs/**", "*.pth"]
+
+
+def training_summary(trainer: Any, elapsed: float) -> dict[str, Any]:
+    """The model card's training table."""
+    args, info = trainer.args, trainer.dataset_info
+    seconds = sum(int(n) for n in trainer.train_dataset.frames) / 100.0
+    summary = {
+        "dataset": Path(args.train_data_dir).name, "training slices": len(trainer.train_dataset),
+        "training audio (minutes)": round(seconds / 60.0, 2), "f0 method": info.f0_method,
+        "steps": trainer.global_step, "epochs": round(trainer.global_step / trainer.updates_per_epoch, 2),
+        "batch size (per process x processes x accumulation)":
+            f"{args.train_batch_size} x {trainer.accelerator.num_processes} x {args.gradient_accumulation_steps}",
+        "learning rate": f"{args.learning_rate:g} ({args.lr_scheduler}, warm-up {args.lr_warmup_steps})",
+        "loss": "RVC full: mel x45 + KL + feature matching x2 + LSGAN" if args.loss == "full" else "mel L1 only",
+        "discriminator": f"{args.discriminator_mode}, from {trainer.discriminator_source}" if args.loss == "full"
+                         else "none",
+        "speaker embedding trained": bool(args.train_speaker_embedding),
+        "mixed precision": trainer.accelerator.mixed_precision, "seed": args.seed,
+        "training time (minutes)": round(elapsed / 60.0, 1),
+    }
+    for key, value in trainer.last_validation.items():
+        summary[f"validation {key}"] = round(value, 4) if np.isfinite(value) else None
+    return summary
+
+
+def _save_adapter(trainer: Any, elapsed: float) -> Path:
+    from ..tuners import set_training_summary
+
+    model = trainer.accelerator.unwrap_model(trainer.net_g)
+    set_training_summary(model, training_summary(trainer, elapsed))
+    # save_embedding_layers=False: PEFT's vocabulary check would look the base path up on the Hub
+    model.save_pretrained(str(trainer.output_dir), save_embedding_layers=False)
+    return trainer.output_dir
+
+
+def _build_index(trainer: Any) -> Path:
+    from ..data.index import build_index_from_dataset, rvc_index_filename, save_index
+
+    index = build_index_from_dataset(trainer.dataset, seed=trainer.args.seed)
+    import faiss
+
+    lists = faiss.extract_index_ivf(index).nlist
+    path = trainer.output_dir / rvc_index_filename(lists, trainer.output_dir.name, trainer.config.version)
+    save_index(index, path)
+    logger.info("retrieval index written to %s", path)
+    return path
+
+
+def reload_and_convert(trainer: Any) -> tuple[dict[str, Any], Any]:
+    """Load the base from scratch, put the saved adapter on it, convert the first held-out clip (or a training
+    slice if none is held out) and compare with the in-memory model. Returns (report, reloaded PeftModel)."""
+    from peft import PeftModel
+
+    from ..checkpoints import load_synthesizer
+    from .validation import make_clip
+
+    args = trainer.args
+    clips = trainer.validator.clips or [make_clip(int(trainer.train_dataset.indices[0]),
+                                                  trainer.train_dataset.raw_row(0), trainer.config)]
+    clip = clips[0]
+    live = convert_clip(trainer.accelerator.unwrap_model(trainer.net_g), clip)
+    base = load_synthesizer(args.pretrained_model_name_or_path, revision=args.revision,
+                            sample_rate=trainer.config.sampling_rate)
+    reloaded = PeftModel.from_pretrained(base, str(trainer.output_dir)).to(trainer.accelerator.device)
+    audio = convert_clip(reloaded, clip)
+    difference = float(np.max(np.abs(audio - live))) if audio.shape == live.shape else float("inf")
+    samples = trainer.output_dir / "samples"
+    from ..features.audio import save_wav
+
+    save_wav(samples / f"{clip.name}_converted.wav", audio, trainer.config.sampling_rate)
+    save_wav(samples / f"{clip.name}_original.wav", clip.target, trainer.config.sampling_rate)
+    report = {"clip": clip.name, "max_abs_difference_vs_training_model": difference,
+              "mel_l1": mel_l1(audio, clip.target, trainer.config), "sample": str(samples / f"{clip.name}_converted.wav")}
+    if difference > 1e-4:
+        logger.warning("the reloaded adapter converts differently from the trained model (max difference %.3g)",
+                       difference)
+    trainer.accelerator.log({"test/mel_l1": report["mel_l1"], "test/reload_difference": difference},
+                            step=trainer.global_step)
+    writer = trainer._tensorboard()
+    if writer is not None:
+        writer.add_audio(f"test/{clip.name}", torch.from_numpy(audio)[None], trainer.global_step,
+                         sample_rate=trainer.config.sampling_rate)
+    logger.info("end-of-training check: the saved adapter reloads onto a fresh base and converts %s "
+                "(mel L1 %.4f, max difference to the trained model %.3g)", clip.name, report["mel_l1"], difference)
+    return report, reloaded
+
+
+def _push(trainer: Any) -> str:
+    from huggingface_hub import HfApi
+
+    args = trainer.args
+    api = HfApi()
+    repo_id = api.create_repo(args.hub_model_id or trainer.output_dir.name, exist_ok=True,
+                              private=args.hub_private_repo or None).repo_id
+    api.upload_folder(repo_id=repo_id, folder_path=str(trainer.output_dir), commit_message="End of training",
+                      ignore_patterns=HUB_IGNORE)
+    logger.info("uploaded the adapter to https://huggingface.co/%s", repo_id)
+    return repo_id
+
+
+def create_hub_repo(args: Any) -> str:
+    """Create the Hub repository before training (main process) so that a bad token fails in seconds, not hours."""
+    from huggingface_hub import HfApi
+
+    return HfApi().create_repo(args.hub_model_id or Path(args.output_dir).name, exist_ok=True,
+                               private=args.hub_private_repo or None).repo_id
+
+
+def finish_training(trainer: Any, result: Any, elapsed: float) -> Any:
+    """Run the end-of-training sequence (module docstring) and fill `result`."""
+    accelerator, args = trainer.accelerator, trainer.args
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if len(trainer.validator) and trainer.global_step % args.validation_steps != 0:
+            trainer.validate_local()
+        result.adapter_dir = _save_adapter(trainer, elapsed)
+        result.validation = trainer.last_validation
+        if args.build_index:
+            result.final_check["index"] = str(_build_index(trainer))
+        reloaded = None
+        if not args.skip_final_validation:
+            report, reloaded = reload_and_convert(trainer)
+            result.final_check.update(report)
+        if args.export_rvc:
+            from ..checkpoints import export_rvc, load_synthesizer
+
+            if reloaded is None:
+                from peft import PeftModel
+
+                base = load_synthesizer(args.pretrained_model_name_or_path, revision=args.revision,
+                                        sample_rate=trainer.config.sampling_rate)
+                reloaded = PeftModel.from_pretrained(base, str(trainer.output_dir))
+            merged = reloaded.merge_and_unload()
+            export_rvc(merged.to("cpu"), args.export_rvc, info=f"rvc-peft adapter {trainer.output_dir.name}, "
+                                                                f"{trainer.global_step} steps")
+            result.final_check["export_rvc"] = os.fspath(args.export_rvc)
+            logger.info("merged RVC voice written to %s", args.export_rvc)
+        if args.push_to_hub:
+            result.final_check["hub_repo"] = _push(trainer)
+        logger.info("adapter saved to %s", trainer.output_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
