@@ -11,7 +11,7 @@ peak memory is its own:
 
 Reported per configuration: trainable parameters (G, D), bytes of a checkpoint's trainable tensors + AdamW state,
 median/min seconds per step, and peak memory: on a GPU `torch.cuda.max_memory_allocated`, on the CPU the process's
-peak RSS (`ru_maxrss`) and its increase over the RSS right after the models were built (weights + activations +
+peak RSS (VmHWM) and its increase over the RSS right after the models were built (weights + activations +
 gradients + optimiser state). On the CPU the process CPU time per step is reported too (with `--threads 1` it is
 what the step costs on an idle core, whatever else runs on the machine). Random weights; nothing is downloaded.
 
@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -82,13 +81,14 @@ def _make_assets(folder: Path, seconds: float, rows: int) -> tuple[Path, Path, P
     return base, discriminator, folder / "data"
 
 
-def _rss_mb() -> float:
-    """Current resident set size in MB (Linux /proc; falls back to the peak)."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from Linux's /proc/self/status (VmRSS: now, VmHWM: peak), in MB.
+
+    Not `ru_maxrss`: Linux carries the parent's peak across the vfork+exec that `subprocess` uses, so a worker
+    would report the parent's memory whenever the parent was larger.
+    """
+    with open("/proc/self/status") as handle:
+        return int(handle.read().split(f"{field}:")[1].split()[0]) / 1024
 
 
 def worker(spec: dict, base: str, discriminator: str, data: str, segment_frames: int, steps: int, device: str) -> dict:
@@ -114,7 +114,7 @@ def worker(spec: dict, base: str, discriminator: str, data: str, segment_frames:
     cuda = trainer.accelerator.device.type == "cuda"
     trainer.sampler.set_epoch(0)
     batches = [{k: v.to(trainer.accelerator.device) for k, v in b.items()} for b in trainer.dataloader]
-    rss_built = _rss_mb()
+    rss_built = _status_mb("VmRSS")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -141,7 +141,7 @@ def worker(spec: dict, base: str, discriminator: str, data: str, segment_frames:
     if cuda:
         result["gpu_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _status_mb("VmHWM")
         result.update(peak_rss_mb=round(peak, 1), rss_after_build_mb=round(rss_built, 1),
                       training_rss_increase_mb=round(peak - rss_built, 1))
     return result

@@ -117,7 +117,7 @@ print("REFERENCE_OK")
 
 # Run by a fresh interpreter: loads the HuBERT-base-size checkpoint and reports memory and imported modules.
 LOAD_SCRIPT = r'''
-import json, os, resource, sys
+import json, os, sys
 import torch
 from rvc_peft.features.content_encoder import load_content_encoder
 
@@ -125,9 +125,15 @@ def rss_mib():
     with open("/proc/self/status") as status:
         return int(status.read().split("VmRSS:")[1].split()[0]) / 1024
 
+def peak_rss_mib():
+    # VmHWM belongs to this process's own address space; ru_maxrss would also count the parent's peak, which
+    # Linux carries across the vfork+exec that subprocess uses (a big pytest parent then looks like our peak)
+    with open("/proc/self/status") as status:
+        return int(status.read().split("VmHWM:")[1].split()[0]) / 1024
+
 before = rss_mib()
 encoder = load_content_encoder(sys.argv[1], "v1")
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = peak_rss_mib()
 with torch.no_grad():
     shape = list(encoder(torch.randn(1, 16000)).shape)
 print(json.dumps({"rss_before_mib": before, "peak_rss_mib": peak, "file_mib": os.path.getsize(sys.argv[1]) / 2**20,
