@@ -47,37 +47,49 @@ def export_rvc(
     model: RVCSynthesizer,
     path: str | os.PathLike,
     *,
-    info: str = "",
+    info: str | None = None,
     flavor: str = "webui",
     speaker_id: int | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model` as an RVC exported voice (`assets/weights/<name>.pth`) that RVC WebUI and Applio load.
 
-    As RVC's `savee`: fp16 tensors, `enc_q` dropped, legacy weight-norm names, the 18-entry `config` list,
-    `f0`, `version`, `sr` and `info`. `flavor="applio"` writes Applio's variant (int `sr`, bool `f0`, its
-    metadata keys, no `info`). The file is written to a temporary name and renamed, never half-written.
+    As RVC's `savee`: fp16 CPU tensors, `enc_q` dropped, legacy weight-norm names, the 18-entry `config` list,
+    `f0`, `version`, `sr` and `info`. `info=None` keeps the info string of the RVC voice the model was loaded
+    from (`config.rvc_info`; empty if none). `flavor="applio"` writes Applio's variant (int `sr`, bool `f0`,
+    its metadata keys, no `info`); its `speakers_id` is derived from `speaker_id` (default `config.speaker_id`),
+    the `emb_g` row the voice speaks with. The file is written to a temporary name and renamed, never half-written.
     """
     if flavor not in ("webui", "applio"):
         raise ValueError(f"flavor must be 'webui' or 'applio', not {flavor!r}")
     model = _unwrap(model)
     config: RVCConfig = model.config
-    weights = OrderedDict((k, v.half()) for k, v in rvc_state_dict(model, include_posterior_encoder=False).items())
+    # RVC's own loaders map to the CPU, but a file holding CUDA tensors fails for anyone without that GPU.
+    weights = OrderedDict(
+        (k, v.to(device="cpu", dtype=torch.float16))
+        for k, v in rvc_state_dict(model, include_posterior_encoder=False).items()
+    )
     values = config.to_rvc_list()
-    values[15] = int(weights["emb_g.weight"].shape[0])
+    n_speakers = int(weights["emb_g.weight"].shape[0])
+    values[15] = n_speakers
     ckpt: OrderedDict[str, Any] = OrderedDict(weight=weights, config=values)
     if flavor == "webui":
-        ckpt.update(info=info, sr=config.sample_rate_name, f0=int(config.use_f0), version=config.version)
+        text = info if info is not None else getattr(config, "rvc_info", "")
+        ckpt.update(info=text, sr=config.sample_rate_name, f0=int(config.use_f0), version=config.version)
     else:
+        row = int(speaker_id if speaker_id is not None else config.speaker_id)
+        if not 0 <= row < n_speakers:
+            raise ValueError(f"speaker_id {row} is not a row of this model's speaker table (0..{n_speakers - 1})")
         digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in weights.values())).hexdigest()
         ckpt.update(
             sr=config.sampling_rate, f0=bool(config.use_f0), version=config.version,
             creation_date=datetime.datetime.now(datetime.timezone.utc).isoformat(), model_hash=digest,
             model_name=Path(path).stem, embedder_model=config.content_encoder, vocoder="HiFi-GAN",
-            speakers_id=int(speaker_id if speaker_id is not None else config.speaker_id),
+            # Applio's speakers_id is a speaker *count* (its UI offers rows range(speakers_id); Applio writes the
+            # number of speakers in the dataset, 1 for a usual voice). row + 1 is the smallest count that still
+            # offers the voice's own row: a voice fine-tuned as speaker k stays usable as k, and the untrained
+            # rows above it are not offered (the full table, 109 rows, would list voices this file is not).
+            speakers_id=row + 1,
         )
-    if extra:
-        ckpt.update(extra)
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
     return Path(path)
 
@@ -103,16 +115,30 @@ def save_rvc_checkpoint(
         {k: v.detach() for k, v in model.state_dict().items()}
     )
     if kind == "base":
-        ckpt: dict[str, Any] = {"model": OrderedDict((k, v.half()) for k, v in state.items())}
+        ckpt: dict[str, Any] = {"model": OrderedDict((k, v.to("cpu", torch.float16)) for k, v in state.items())}
     else:
         ckpt = {
-            "model": OrderedDict((k, v.float()) for k, v in state.items()),
+            "model": OrderedDict((k, v.to("cpu", torch.float32)) for k, v in state.items()),
             "iteration": iteration,
-            "optimizer": optimizer.state_dict() if optimizer is not None else {},
+            # optimizer.load_state_dict moves the moments back to the parameters' device on resume
+            "optimizer": _to_cpu(optimizer.state_dict()) if optimizer is not None else {},
             "learning_rate": learning_rate,
         }
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
     return Path(path)
+
+
+def _to_cpu(value: Any) -> Any:
+    """`value` with every tensor inside (dicts, lists, tuples) moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_cpu(v) for v in value)
+    return value
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -35,10 +35,18 @@ def normalise_state_dict(state_dict: dict[str, Any], path: str | Path) -> dict[s
     """Legacy weight-norm names, no DDP `module.` prefix, tensors only (anything else is an error)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise CheckpointError(path, f"state dict key {_short(key)} is not a parameter name (a string)")
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(path, f"entry {key!r} is a {type(value).__name__}, not a tensor")
         out[key.removeprefix("module.")] = value
     return to_legacy_keys(out)
+
+
+def _short(value: Any) -> str:
+    """repr of a value from a file, cut so that a huge one cannot flood the message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def is_discriminator_state(state_dict: dict[str, Any]) -> bool:
@@ -95,16 +103,27 @@ def _parse_exported(
     if not isinstance(obj["weight"], dict):
         raise CheckpointError(path, "'weight' is not a state dict")
     state = normalise_state_dict(obj["weight"], path)
+    if not isinstance(obj["config"], (list, tuple)):
+        raise CheckpointError(path, f"'config' is {_short(obj['config'])}; RVC exports hold a list of 18 entries")
     values = list(obj["config"])
     if len(values) != 18:
         raise CheckpointError(path, f"'config' has {len(values)} entries; RVC exports have 18")
+    # RVC defaults: a missing f0 means a pitch model, a missing version a v1-era file (rvc-reference §3.4).
+    f0 = obj.get("f0", 1)
+    if not (isinstance(f0, int) and f0 in (0, 1)):  # bool is an int: Applio's True/False pass
+        raise CheckpointError(path, f"'f0' is {_short(f0)}; RVC writes 0/1 (WebUI) or False/True (Applio)")
+    use_f0 = bool(f0)
+    file_version = obj.get("version", "v1")
+    if not (isinstance(file_version, str) and file_version in ("v1", "v2")):
+        raise CheckpointError(path, f"'version' is {_short(file_version)}; RVC WebUI/Applio voices are 'v1' or 'v2'")
     if "emb_g.weight" not in state:
         raise CheckpointError(path, "missing 'emb_g.weight' (the speaker table): not an RVC synthesizer")
     # RVC trusts the table, not the config: merged or multi-speaker voices have another row count.
-    values[15] = int(state["emb_g.weight"].shape[0])
-    file_version = version or str(obj.get("version", "v1"))
-    use_f0 = bool(int(obj.get("f0", 1)))
-    if "enc_p.emb_phone.weight" in state:
+    n_speakers = _dim(state, "emb_g.weight", 0, path)
+    _dim(state, "emb_g.weight", 1, path)  # a [speakers, channels] table
+    values[15] = n_speakers
+    file_version = version or file_version
+    if "enc_p.emb_phone.weight" in state and state["enc_p.emb_phone.weight"].dim() == 2:
         width = int(state["enc_p.emb_phone.weight"].shape[1])
         shape_version = {256: "v1", 768: "v2"}.get(width)
         if shape_version and shape_version != file_version:
@@ -122,15 +141,27 @@ def _parse_exported(
         )
     kind = "applio" if any(k in obj for k in ("vocoder", "speakers_id", "model_hash", "embedder_model")) else "exported"
     meta = {k: v for k, v in obj.items() if k not in ("weight", "config")}
-    if kind == "applio" and isinstance(obj.get("speakers_id"), int):
-        config.speaker_id = 0
+    speakers = obj.get("speakers_id")
+    if isinstance(speakers, int) and not isinstance(speakers, bool) and speakers >= 1:
+        # Applio's `speakers_id` is a speaker *count*: its UI offers rows range(speakers_id). export_rvc writes
+        # speaker_id + 1, so the voice's own row is the last one offered; reading it back as that row round-trips
+        # our exports and gives row 0 for Applio's usual single-speaker files. (Other values are left alone, as
+        # Applio's UI falls back to row 0 for them.)
+        config.speaker_id = min(speakers, n_speakers) - 1
     if isinstance(obj.get("embedder_model"), str):
         config.content_encoder = obj["embedder_model"]
     return RVCCheckpoint(kind, state, config, meta)
 
 
-def _weight(state: dict[str, torch.Tensor], prefix: str) -> torch.Tensor | None:
-    return state.get(f"{prefix}.weight_v", state.get(f"{prefix}.weight"))
+def _dim(state: dict[str, torch.Tensor], key: str, axis: int, path: str | Path, *alternatives: str) -> int:
+    """Size of `axis` of `key` (or the first present of `alternatives`), or a CheckpointError naming the key."""
+    for name in (key, *alternatives):
+        if name in state:
+            tensor = state[name]
+            if tensor.dim() <= axis:
+                raise CheckpointError(path, f"{name} has shape {list(tensor.shape)}: not an RVC synthesizer")
+            return int(tensor.shape[axis])
+    raise CheckpointError(path, f"missing {key!r}: not an RVC synthesizer state dict")
 
 
 def infer_config(
@@ -142,17 +173,14 @@ def infer_config(
     Channel counts and layer counts come from tensor shapes; the upsampling *rates* are not stored, so they
     come from the official preset whose kernel sizes match (rvc-reference §3.6).
     """
-    try:
-        width = int(state["enc_p.emb_phone.weight"].shape[1])
-        hidden = int(state["enc_p.emb_phone.weight"].shape[0])
-        inter = int(state["enc_p.proj.weight"].shape[0]) // 2
-        filt = int(state["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0])
-        ffn_kernel = int(state["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[2])
-        k_channels = int(state["enc_p.encoder.attn_layers.0.emb_rel_k"].shape[2])
-        n_spk, gin = (int(s) for s in state["emb_g.weight"].shape)
-        initial = int(state["dec.conv_pre.weight"].shape[0])
-    except KeyError as err:
-        raise CheckpointError(path, f"missing {err.args[0]!r}: not an RVC synthesizer state dict") from None
+    width = _dim(state, "enc_p.emb_phone.weight", 1, path)
+    hidden = _dim(state, "enc_p.emb_phone.weight", 0, path)
+    inter = _dim(state, "enc_p.proj.weight", 0, path) // 2
+    filt = _dim(state, "enc_p.encoder.ffn_layers.0.conv_1.weight", 0, path)
+    ffn_kernel = _dim(state, "enc_p.encoder.ffn_layers.0.conv_1.weight", 2, path)
+    k_channels = _dim(state, "enc_p.encoder.attn_layers.0.emb_rel_k", 2, path)
+    n_spk, gin = _dim(state, "emb_g.weight", 0, path), _dim(state, "emb_g.weight", 1, path)
+    initial = _dim(state, "dec.conv_pre.weight", 0, path)
     shape_version = {256: "v1", 768: "v2"}.get(width)
     if shape_version is None:
         raise CheckpointError(path, f"content feature width {width}; RVC uses 256 (v1) or 768 (v2)")
@@ -160,10 +188,13 @@ def infer_config(
         raise CheckpointError(path, f"version={version} was requested but the weights are {shape_version}")
     n_layers = len({k.split(".")[3] for k in state if k.startswith("enc_p.encoder.attn_layers.")})
     n_stages = len({k.split(".")[2] for k in state if k.startswith("dec.ups.")})
-    kernels = [int(_weight(state, f"dec.ups.{i}").shape[-1]) for i in range(n_stages)]
-    res_kernels = [int(_weight(state, f"dec.resblocks.{j}.convs1.0").shape[-1]) for j in range(3)]
+    kernels = [_dim(state, f"dec.ups.{i}.weight_v", 2, path, f"dec.ups.{i}.weight") for i in range(n_stages)]
+    res_kernels = [
+        _dim(state, f"dec.resblocks.{j}.convs1.0.weight_v", 2, path, f"dec.resblocks.{j}.convs1.0.weight")
+        for j in range(3)
+    ]
     use_f0 = "enc_p.emb_pitch.weight" in state
-    spec = int(state["enc_q.pre.weight"].shape[1]) if "enc_q.pre.weight" in state else None
+    spec = _dim(state, "enc_q.pre.weight", 1, path) if "enc_q.pre.weight" in state else None
 
     # Kernel layouts identify the sample rate (v1 and v2 share 40k); prefer a preset of the same version.
     layouts: dict[int, RVCConfig] = {}
@@ -173,7 +204,7 @@ def infer_config(
     if spec is not None:
         layouts = {sr: c for sr, c in layouts.items() if c.spec_channels == spec}
     if use_f0 and "dec.noise_convs.0.weight" in state:
-        noise_kernel = int(state["dec.noise_convs.0.weight"].shape[-1])  # 2 * prod(upsample_rates[1:])
+        noise_kernel = _dim(state, "dec.noise_convs.0.weight", 2, path)  # 2 * prod(upsample_rates[1:])
         layouts = {sr: c for sr, c in layouts.items() if 2 * c.hop_length // c.upsample_rates[0] == noise_kernel}
     if sample_rate is not None:
         wanted = parse_sample_rate(sample_rate)
@@ -189,6 +220,8 @@ def infer_config(
         names = " or ".join(sample_rate_name(sr) for sr in sorted(layouts))
         raise CheckpointError(path, f"the weights fit {names}; pass sample_rate= to say which")
     (sr, preset), = layouts.items()
+    if k_channels == 0 or hidden % k_channels:
+        raise CheckpointError(path, f"attention width {k_channels} does not divide the hidden width {hidden}")
     return RVCConfig(
         version=shape_version, use_f0=use_f0, sampling_rate=sr, upsample_rates=preset.upsample_rates,
         upsample_kernel_sizes=kernels, filter_length=preset.filter_length, hop_length=preset.hop_length,

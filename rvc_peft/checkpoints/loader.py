@@ -6,13 +6,17 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..models import MultiPeriodDiscriminator, RVCSynthesizer
 from ..models.weight_norm import to_legacy_keys, to_parametrized_keys
 from .formats import RVCCheckpoint, discriminator_version, normalise_state_dict, parse_checkpoint
 from .safe_load import CheckpointError, read_pth
 
-HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+# Our Hugging Face layout, exactly what `save_pretrained` writes: a Hub snapshot downloads these and nothing else
+# (adapters, indexes or READMEs that share the repo are not needed to load the base).
+HF_CONFIG = "config.json"
+HF_WEIGHTS = "model.safetensors"
 
 
 def resolve_model_file(
@@ -22,24 +26,51 @@ def resolve_model_file(
 
     Hub references: `repo_id` + `filename=`, `"org/repo/sub/file.pth"`, or `"hf://org/repo/sub/file.pth"`.
     A bare `"org/repo"` resolves to a snapshot folder (our `config.json` + `model.safetensors` layout).
+    A string that can only be a local path (absolute, `./`, `~`, a Windows path, no valid repo id, or one whose
+    parent folder exists here) that does not exist fails at once with "file not found", without asking the Hub.
     """
     text = str(path_or_hub_id)
     local = Path(text).expanduser()
     if filename is None and local.exists():
         return local
-    if filename is None and (text.startswith(("/", ".", "~")) or "/" not in text.removeprefix("hf://")):
-        raise CheckpointError(text, "file not found")
+    reason = _only_local(text) if filename is None else None
+    if reason is not None:
+        raise CheckpointError(text, f"file not found{reason}")
     repo_id, sub = _split_hub_reference(text, filename)
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         if sub is None:
-            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors"]))
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=[HF_CONFIG, HF_WEIGHTS]))
         return Path(hf_hub_download(repo_id, sub, revision=revision))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
         where = f"{repo_id}/{sub}" if sub else repo_id
         raise CheckpointError(where, f"not a local file and not downloadable from the Hugging Face Hub ({err})") from None
+
+
+def _only_local(text: str) -> str | None:
+    """None if `text` (not found locally) may be a Hub reference, else what to add to "file not found"."""
+    if text.startswith("hf://"):
+        return None
+    if text.startswith(("/", ".", "~")) or "\\" in text or (len(text) > 1 and text[1] == ":"):
+        return ""
+    parts = text.strip("/").split("/")
+    if len(parts) < 2:
+        return ""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id("/".join(parts[:2]))
+    except HFValidationError:
+        return ""
+    # "assets/weights/voice.pth" with ./assets/weights present is a mistyped local file, not repo "assets/weights"
+    # (asking the Hub first costs tens of seconds online and then reports the wrong problem).
+    path = Path(text)
+    if path.parent.is_dir():
+        return f" (the folder {path.parent} exists but holds no {path.name!r}; for a Hub repo write hf://{text})"
+    return None
 
 
 def _split_hub_reference(text: str, filename: str | None) -> tuple[str, str | None]:
@@ -113,8 +144,8 @@ def load_synthesizer(
         model = RVCSynthesizer(config)
         load_state_into(model, state, source)
         model.config.rvc_file_kind = checkpoint.kind
-        if "info" in checkpoint.metadata:
-            model.config.rvc_info = str(checkpoint.metadata["info"])
+        if isinstance(checkpoint.metadata.get("info"), str):
+            model.config.rvc_info = checkpoint.metadata["info"]  # export_rvc writes it back unless told otherwise
     if not keep_posterior_encoder:
         model.remove_posterior_encoder()
     _check_request(model, sample_rate, version, source)
@@ -125,12 +156,38 @@ def load_synthesizer(
 
 
 def _load_hf_folder(folder: Path, name: str) -> RVCSynthesizer:
-    if not (folder / "config.json").exists() or not any((folder / w).exists() for w in HF_WEIGHTS):
-        raise CheckpointError(folder, "a model folder needs config.json and model.safetensors (rvc-peft's layout)")
+    if not (folder / HF_CONFIG).is_file() or not (folder / HF_WEIGHTS).is_file():
+        raise CheckpointError(folder, f"a model folder needs {HF_CONFIG} and {HF_WEIGHTS} (rvc-peft's layout)")
+    weights = folder / HF_WEIGHTS
     try:
-        return RVCSynthesizer.from_pretrained(folder)
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(name, f"cannot load the Hugging Face model folder ({err})") from None
+        # Reads only the header: a damaged file is reported as itself, before transformers gets to it.
+        with safe_open(str(weights), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(weights, f"not a readable safetensors file ({_first_line(err)})") from None
+    try:
+        # Mismatched shapes are collected (not raised as transformers' RuntimeError) so that one error can name
+        # every key that does not fit.
+        model, info = RVCSynthesizer.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise CheckpointError(name, f"cannot load the Hugging Face model folder ({_first_line(err)})") from None
+    problems = []
+    for label, keys in (("missing", info["missing_keys"]), ("unexpected", info["unexpected_keys"])):
+        if keys:
+            problems.append(f"{len(keys)} {label} keys ({', '.join(sorted(keys)[:5])})")
+    if info["mismatched_keys"]:
+        shown = ", ".join(f"{key} {list(got)} in the file, {list(want)} in the model"
+                          for key, got, want in sorted(info["mismatched_keys"])[:5])
+        problems.append(f"{len(info['mismatched_keys'])} keys of the wrong shape ({shown})")
+    if problems:
+        # transformers would leave missing tensors at their random initial values: never a usable voice.
+        raise CheckpointError(name, f"{HF_WEIGHTS} does not fit {HF_CONFIG}: " + "; ".join(problems))
+    return model
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _check_request(model: RVCSynthesizer, sample_rate: int | str | None, version: str | None, path: Path) -> None:

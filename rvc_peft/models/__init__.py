@@ -2,7 +2,7 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .config import RVCConfig, known_presets, parse_sample_rate, sample_rate_name
+from .config import RVCConfig, parse_sample_rate, sample_rate_name
 from .discriminators import MultiPeriodDiscriminator
 from .synthesizer import RVCSynthesizer
 from .weight_norm import fold_weight_norm, has_weight_norm, to_legacy_keys, to_parametrized_keys
@@ -16,7 +16,6 @@ __all__ = [
     "RVCSynthesizer",
     "fold_weight_norm",
     "has_weight_norm",
-    "known_presets",
     "parse_sample_rate",
     "sample_rate_name",
     "to_legacy_keys",

@@ -195,37 +195,87 @@ class RVCConfig(PretrainedConfig):
     def from_rvc_list(
         cls, values: list[Any], version: str = "v1", use_f0: bool = True, **overrides: Any
     ) -> RVCConfig:
-        """Build from an exported voice's 18-entry `config` list (index 17 may be int or "40k")."""
-        if len(values) != 18:
-            raise ValueError(f"an RVC config list has 18 entries, this one has {len(values)}")
-        (spec, _seg, inter, hidden, filt, heads, layers, ksize, drop, resblock, rk, rd, ur, uic, uk, spk, gin, sr) = values
+        """Build from an exported voice's 18-entry `config` list (index 17 may be int or "40k").
+
+        Every entry is type-checked first, so a malformed list raises `ValueError` naming the entry instead of a
+        `TypeError` from deep inside the model constructors.
+        """
+        if not isinstance(values, (list, tuple)) or len(values) != 18:
+            found = f"{len(values)} entries" if isinstance(values, (list, tuple)) else f"a {type(values).__name__}"
+            raise ValueError(f"an RVC config is a list of 18 entries, not {found}")
+        entry = _RVCListReader(values)
+        positive = {name: entry.positive(i) for i, name in _POSITIVE_ENTRIES.items()}
+        # entry 1 (segment_size) is a placeholder (32) in exported files that inference never reads: not checked
+        drop, resblock, sr = entry.value(8), entry.value(9), entry.value(17)
+        entry.check(8, isinstance(drop, (int, float)) and not isinstance(drop, bool) and 0 <= drop < 1,
+                    "a number in [0, 1)")
+        entry.check(9, isinstance(resblock, (str, int)) and not isinstance(resblock, bool), '"1"')
+        entry.check(17, isinstance(sr, (str, int)) and not isinstance(sr, bool), 'e.g. 40000 or "40k"')
+        resblock_kernels = entry.integers(10)
+        dilations = entry.value(11)
+        entry.check(11, isinstance(dilations, (list, tuple)) and len(dilations) == len(resblock_kernels),
+                    f"{len(resblock_kernels)} lists of integers, one per resblock kernel")
+        dilation_lists = [entry.integers(11, item) for item in dilations]
+        rates, kernels = entry.integers(12), entry.integers(14)
+        if len(rates) != len(kernels):
+            raise ValueError(f"entries 12 and 14 (upsample_rates {rates}, upsample_kernel_sizes {kernels}) "
+                             "differ in length")
         return cls(
             version=version,
             use_f0=use_f0,
             sampling_rate=parse_sample_rate(sr),
-            spec_channels=int(spec),
-            inter_channels=int(inter),
-            hidden_channels=int(hidden),
-            filter_channels=int(filt),
-            n_heads=int(heads),
-            n_layers=int(layers),
-            kernel_size=int(ksize),
             p_dropout=float(drop),
             resblock=str(resblock),
-            resblock_kernel_sizes=[int(k) for k in rk],
-            resblock_dilation_sizes=[[int(d) for d in ds] for ds in rd],
-            upsample_rates=[int(u) for u in ur],
-            upsample_initial_channel=int(uic),
-            upsample_kernel_sizes=[int(k) for k in uk],
-            spk_embed_dim=int(spk),
-            gin_channels=int(gin),
+            resblock_kernel_sizes=resblock_kernels,
+            resblock_dilation_sizes=dilation_lists,
+            upsample_rates=rates,
+            upsample_kernel_sizes=kernels,
+            **positive,
             **overrides,
         )
 
 
-def known_presets() -> list[tuple[str, int]]:
-    """Every (version, sampling_rate) pair with an official configuration."""
-    return list(_PRESETS)
+# Entries of the exported `config` list that are positive integers (RVC's constructor argument names).
+_POSITIVE_ENTRIES = {
+    0: "spec_channels", 2: "inter_channels", 3: "hidden_channels", 4: "filter_channels", 5: "n_heads",
+    6: "n_layers", 7: "kernel_size", 13: "upsample_initial_channel", 15: "spk_embed_dim", 16: "gin_channels",
+}
+_ENTRY_NAMES = {
+    **_POSITIVE_ENTRIES, 1: "segment_size", 8: "p_dropout", 9: "resblock", 10: "resblock_kernel_sizes",
+    11: "resblock_dilation_sizes", 12: "upsample_rates", 14: "upsample_kernel_sizes", 17: "sampling_rate",
+}
+
+
+class _RVCListReader:
+    """Typed access to an exported `config` list; errors name the entry by index and RVC's argument name."""
+
+    def __init__(self, values: list[Any] | tuple[Any, ...]) -> None:
+        self.values = values
+
+    def value(self, index: int) -> Any:
+        return self.values[index]
+
+    def _label(self, index: int) -> str:
+        return f"entry {index} ({_ENTRY_NAMES[index]})"
+
+    def check(self, index: int, ok: bool, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"{self._label(index)} is {self.values[index]!r}; expected {expected}")
+
+    def positive(self, index: int) -> int:
+        value = self.values[index]
+        # bool is an int subclass, but True as a channel count is a broken file, not 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{self._label(index)} is {value!r}; expected a positive integer")
+        return value
+
+    def integers(self, index: int, *nested: Any) -> list[int]:
+        """A non-empty list of positive integers: entry `index`, or the one item given in `nested` inside it."""
+        value = nested[0] if nested else self.values[index]
+        if (not isinstance(value, (list, tuple)) or not value
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
+            raise ValueError(f"{self._label(index)} holds {value!r}; expected a list of positive integers")
+        return list(value)
 
 
 def preset_for_kernels(upsample_kernel_sizes: list[int]) -> list[tuple[str, int]]:

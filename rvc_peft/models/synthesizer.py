@@ -8,6 +8,7 @@ shapes are identical to RVC's, so its checkpoints load with no missing or unexpe
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,6 +75,28 @@ def slice_segments(x: torch.Tensor, starts: torch.Tensor, segment_size: int) -> 
     return torch.stack([x[i, ..., s : s + segment_size] for i, s in enumerate(starts.tolist())])
 
 
+def _nono_positional(
+    rvc_sid: torch.Tensor, nsff0_slot: Any, sid_slot: Any, skip_head_slot: Any, return_length: Any,
+    return_length2: Any,
+) -> tuple[torch.Tensor, Any, Any, Any]:
+    """(sid, skip_head, return_length, return_length2) of RVC's no-pitch call, read from our signature's slots.
+
+    RVC's `_nono.infer(phone, phone_lengths, sid, skip_head, return_length, return_length2)` puts its positional
+    arguments one slot to the left of ours: sid in `pitch`, skip_head in `nsff0`, return_length in `sid`,
+    return_length2 in `skip_head`. Its keyword arguments land in their own slots, so `skip_head_slot` is RVC's
+    positional return_length2 when skip_head came positionally, and the keyword skip_head otherwise.
+    """
+    positional_skip = nsff0_slot is not None
+    skip_head = nsff0_slot if positional_skip else skip_head_slot
+    positional_return_length2 = skip_head_slot if positional_skip else None
+    for name, positional, keyword in (("return_length", sid_slot, return_length),
+                                      ("return_length2", positional_return_length2, return_length2)):
+        if positional is not None and keyword is not None:
+            raise TypeError(f"infer() got multiple values for argument {name!r}")
+    return (rvc_sid, skip_head, sid_slot if sid_slot is not None else return_length,
+            positional_return_length2 if positional_return_length2 is not None else return_length2)
+
+
 class RVCSynthesizer(PreTrainedModel):
     """RVC's VITS-based synthesizer: content encoder prior, posterior encoder, flow and HiFi-GAN/NSF decoder.
 
@@ -112,7 +135,8 @@ class RVCSynthesizer(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         # Every layer is initialised by its constructor exactly as RVC does; checkpoints must supply every
-        # tensor (our loaders fail on missing keys), so transformers has nothing to fill in.
+        # tensor (load_synthesizer fails on missing, unexpected or mis-shaped keys, the HF layout included), so
+        # transformers has nothing to fill in.
         return
 
     @property
@@ -179,12 +203,17 @@ class RVCSynthesizer(PreTrainedModel):
 
         phone [B, T, E] (100 fps), phone_lengths [B], pitch [B, T] coarse ids, nsff0 [B, T] Hz, sid [B] ->
         (audio [B, 1, T·hop], x_mask [B, 1, T], (z, z_p, m_p, logs_p)).
-        No-pitch models also accept RVC's positional form `infer(phone, lengths, sid)`.
+        No-pitch models also accept RVC's `_nono` positional form
+        `infer(phone, phone_lengths, sid, skip_head=None, return_length=None, return_length2=None)`, told apart
+        by the 1-D speaker ids where this signature has the 2-D `pitch`.
         `skip_head`/`return_length` (frames): realtime chunking, only frames [skip_head, skip_head+return_length)
         are decoded; `return_length2` resamples the decoder input to that many frames.
         """
-        if not self.config.use_f0 and sid is None and nsff0 is None and pitch is not None:
-            pitch, sid = None, pitch  # RVC's no-pitch signature: infer(phone, phone_lengths, sid)
+        if not self.config.use_f0 and isinstance(pitch, torch.Tensor) and pitch.dim() == 1:
+            sid, skip_head, return_length, return_length2 = _nono_positional(
+                pitch, nsff0, sid, skip_head, return_length, return_length2
+            )
+            pitch = nsff0 = None
         if sid is None:
             sid = torch.zeros(phone.size(0), dtype=torch.long, device=phone.device)
         g = self.emb_g(sid).unsqueeze(-1)

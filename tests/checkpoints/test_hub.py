@@ -1,6 +1,10 @@
-"""Hub ids go through huggingface_hub's real download code (served here from a pre-filled offline cache)."""
+"""Hub ids go through huggingface_hub's real download code (a pre-filled offline cache, or a local fake Hub)."""
 
+import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,8 +12,11 @@ from transformers import AutoConfig, AutoModel
 
 import rvc_peft
 from rvc_peft.testing import random_inputs, random_synthesizer, small_config
+from tests.fakehub import hub_env, serve_fake_hub
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+ROUND_TRIP = Path(__file__).with_name("hub_roundtrip.py")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cache_repo(cache, repo_id: str, files: dict) -> None:
@@ -70,3 +77,23 @@ def test_hf_layout_from_hub_id_and_auto_classes(tmp_path, hub_cache) -> None:
     assert AutoConfig.from_pretrained(tmp_path / "hf").model_type == "rvc"
     auto = AutoModel.from_pretrained(tmp_path / "hf")
     assert isinstance(auto, rvc_peft.RVCSynthesizer)
+
+
+def test_push_to_hub_and_load_by_hub_id(tmp_path) -> None:
+    """`RVCSynthesizer.push_to_hub` then `load_synthesizer("org/name")` through huggingface_hub's real HTTP code."""
+    with serve_fake_hub() as hub:
+        # Files that share the repo but are not the base: the snapshot must not fetch them.
+        hub.commit("org/rvc-base", {"README.md": b"# a voice", "adapter_model.safetensors": b"not ours",
+                                    "voice.pth": b"an exported voice", "added_IVF1_Flat.index": b"an index"})
+        env = hub_env(hub.endpoint, tmp_path / "cache", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+        result = subprocess.run([sys.executable, str(ROUND_TRIP), str(tmp_path), "org/rvc-base"], env=env,
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr[-4000:]
+        pushed = hub.files("org/rvc-base")
+    assert {"config.json", "model.safetensors"} <= set(pushed)
+    assert json.loads(pushed["config.json"])["model_type"] == "rvc"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["max_abs_diff"] == 0.0
+    assert results["config"] == ["v1", True, 48000, 3, 2, True]
+    assert results["name_or_path"] == "org/rvc-base"
+    assert results["snapshot_files"] == ["config.json", "model.safetensors"]

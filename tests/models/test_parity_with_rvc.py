@@ -45,9 +45,11 @@ def rvc_reference(config: RVCConfig, seed: int = 0) -> torch.nn.Module:
 
 
 def rvc_infer(model: torch.nn.Module, config: RVCConfig, x: dict) -> tuple:
+    """RVC's own `infer`, positional as RVC's pipeline calls it (`x["rate"]`: the 2.x realtime cut, if given)."""
+    extra = (x["rate"],) if "rate" in x else ()
     if config.use_f0:
-        return model.infer(x["phone"], x["phone_lengths"], x["pitch"], x["nsff0"], x["sid"])
-    return model.infer(x["phone"], x["phone_lengths"], x["sid"])
+        return model.infer(x["phone"], x["phone_lengths"], x["pitch"], x["nsff0"], x["sid"], *extra)
+    return model.infer(x["phone"], x["phone_lengths"], x["sid"], *extra)
 
 
 @pytest.mark.parametrize("version,sr", PRESETS)
@@ -150,23 +152,88 @@ def test_fold_weight_norm_handles_legacy_hooks() -> None:
     torch.testing.assert_close(conv(x), before, atol=1e-6, rtol=0)
 
 
-def test_chunked_inference_path() -> None:
+def rvc_chunk(reference: torch.nn.Module, config: RVCConfig, x: dict, skip_head: int, length: int) -> tuple:
+    """RVC 20240604's skip_head/return_length path, assembled from the installed RVC's own code.
+
+    The installed RVC (2.x) has `infer(..., rate)`, which runs the flow on frames >= head only; with head =
+    skip_head - 24 that is 20240604's `flow_head`, and 20240604 then keeps `return_length` frames from
+    `dec_head = skip_head - flow_head` of the flow output and decodes them with the same decoder.
+    """
+    frames = x["phone"].shape[1]
+    flow_head = max(skip_head - 24, 0)
+    rate = torch.tensor(1 - (flow_head + 0.5) / frames)  # int(frames * (1 - rate)) == flow_head
+    _, x_mask, (z, *_) = rvc_infer(reference, config, {**x, "rate": rate})
+    assert z.shape[-1] == frames - flow_head
+    dec_head = skip_head - flow_head
+    z, x_mask = z[:, :, dec_head : dec_head + length], x_mask[:, :, dec_head : dec_head + length]
+    g = reference.emb_g(x["sid"]).unsqueeze(-1)
+    if config.use_f0:
+        return reference.dec(z * x_mask, x["nsff0"][:, skip_head : skip_head + length], g=g), z
+    return reference.dec(z * x_mask, g=g), z
+
+
+@pytest.mark.parametrize("f0", [True, False])
+def test_chunked_inference_matches_full_pass_and_rvc(f0: bool) -> None:
     """skip_head/return_length (RVC 20240604): prior from the full context, decode only the requested frames."""
-    config = small_config("v2", True, 40000)
+    config = small_config("v2", f0, 40000)
+    reference = rvc_reference(config)
     model = RVCSynthesizer(config).eval()
+    model.load_state_dict(reference.state_dict())
     x = random_inputs(config, frames=80)
     with torch.no_grad(), no_noise():
         full = model.infer(**x)
         whole = model.infer(**x, skip_head=0, return_length=80)
         chunk = model.infer(**x, skip_head=40, return_length=30)
-        m_full, _, _ = model.enc_p(x["phone"], x["pitch"], x["phone_lengths"])
-        m_skip, _, mask_skip = model.enc_p(x["phone"], x["pitch"], x["phone_lengths"], skip_head=16)
+        as_tensors = model.infer(**x, skip_head=torch.tensor(40), return_length=torch.tensor(30))
+        expected_audio, expected_z = rvc_chunk(reference, config, x, skip_head=40, length=30)
+        m_full, _, _ = model.enc_p(x["phone"], x.get("pitch"), x["phone_lengths"])
+        m_skip, _, mask_skip = model.enc_p(x["phone"], x.get("pitch"), x["phone_lengths"], skip_head=16)
         resampled = model.infer(**x, return_length2=60)
     torch.testing.assert_close(whole[0], full[0], atol=1e-6, rtol=0)
     assert chunk[0].shape == (1, 1, 30 * config.hop_length) and chunk[1].shape == (1, 1, 30)
+    # The flow's receptive field is 24 frames each side (4 couplings x 3 layers of kernel 5), exactly the left
+    # context kept, so the chunk's latent is the full pass's latent for those frames (bit-equal in practice).
+    torch.testing.assert_close(chunk[2][0], full[2][0][:, :, 40:70], atol=1e-6, rtol=0)
+    torch.testing.assert_close(chunk[2][0], expected_z, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunk[0], expected_audio, atol=1e-5, rtol=0)
+    torch.testing.assert_close(as_tensors[0], chunk[0], atol=0, rtol=0)
     torch.testing.assert_close(m_skip, m_full[:, :, 16:], atol=1e-6, rtol=0)
     assert mask_skip.shape[-1] == 64
     assert resampled[0].shape == (1, 1, 60 * config.hop_length)
+
+
+def test_no_pitch_model_takes_rvc_positional_forms() -> None:
+    """RVC 20240604's `_nono.infer(phone, phone_lengths, sid, skip_head, return_length, return_length2)`."""
+    config = small_config("v1", False, 40000, spk_embed_dim=3)
+    reference = rvc_reference(config)
+    model = RVCSynthesizer(config).eval()
+    model.load_state_dict(reference.state_dict())
+    x = random_inputs(config, frames=80)
+    x["sid"] = torch.tensor([2])
+    phone, lengths, sid = x["phone"], x["phone_lengths"], x["sid"]
+    head, length = torch.tensor(40), torch.tensor(30)
+    with torch.no_grad(), no_noise():
+        expected_full = reference.infer(phone, lengths, sid)[0]
+        expected_chunk = rvc_chunk(reference, config, x, skip_head=40, length=30)[0]
+        torch.testing.assert_close(model.infer(phone, lengths, sid)[0], expected_full, atol=1e-5, rtol=0)
+        for chunk in (
+            model.infer(phone, lengths, sid, head, length),
+            model.infer(phone, lengths, sid, head, return_length=length),
+            model.infer(phone, lengths, sid, skip_head=head, return_length=length),
+            model.infer(phone, lengths, sid, 40, 30),
+            model.infer(phone, lengths, sid=sid, skip_head=head, return_length=length),  # our keyword form
+        ):
+            torch.testing.assert_close(chunk[0], expected_chunk, atol=1e-5, rtol=0)
+        resampled = model.infer(phone, lengths, sid, head, length, torch.tensor(45))
+        assert resampled[0].shape == (1, 1, 45 * config.hop_length)
+        keyword = model.infer(phone, lengths, sid, head, length, return_length2=torch.tensor(45))
+        torch.testing.assert_close(keyword[0], resampled[0], atol=0, rtol=0)
+        # our own 5-slot form with the pitch slots empty (how rvc_peft.training calls every model)
+        torch.testing.assert_close(model.infer(phone, lengths, None, None, sid)[0], expected_full, atol=1e-5, rtol=0)
+        with pytest.raises(TypeError, match="multiple values for argument 'return_length'"):
+            model.infer(phone, lengths, sid, head, length, return_length=length)
+        with pytest.raises(TypeError, match="multiple values for argument 'return_length2'"):
+            model.infer(phone, lengths, sid, head, length, length, return_length2=length)
 
 
 def test_pitch_model_requires_pitch() -> None:
