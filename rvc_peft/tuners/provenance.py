@@ -69,6 +69,27 @@ def is_rvc_model(model: nn.Module) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) == "rvc"
 
 
+# Set to True on a model class (or instance) to have it treated as an RVC network by `is_rvc_network`.
+RVC_NETWORK_ATTRIBUTE = "rvc_peft_rvc_network"
+
+
+def is_rvc_network(model: nn.Module) -> bool:
+    """True for the networks whose grouped `Conv1d` layers get rvc_peft's LoRA layer (see `needs_rvc_conv1d`).
+
+    That is an `RVCSynthesizer`, rvc_peft's `MultiPeriodDiscriminator` or one of its sub-discriminators, or any
+    model that sets `rvc_peft_rvc_network = True` (an RVC-style network of your own). Other models keep PEFT's
+    stock layer for grouped convs, so adapters made with stock PEFT keep loading there.
+    """
+    from ..models.discriminators import DiscriminatorP, DiscriminatorS, MultiPeriodDiscriminator
+
+    model = unwrap_base_model(model)
+    return (
+        is_rvc_model(model)
+        or isinstance(model, (MultiPeriodDiscriminator, DiscriminatorS, DiscriminatorP))
+        or getattr(model, RVC_NETWORK_ATTRIBUTE, False) is True
+    )
+
+
 def _clean_name(name: str) -> str:
     return name.replace(".base_layer", "")
 
@@ -218,8 +239,10 @@ def check_compatible(facts: dict[str, Any], model: nn.Module, adapter_name: str)
     """Raise `IncompatibleAdapterError` if the adapter's RVC facts do not fit `model`; warn on softer differences.
 
     Hard: RVC version, pitch, sample rate, architecture numbers (these change which layers exist or their shapes, or
-    make the adapter meaningless). Soft (a warning): a different base fingerprint (same architecture, other weights,
-    e.g. another pretrained base), a different speaker-table size or content encoder.
+    make the adapter meaningless). Soft (one warning naming each): a different base fingerprint (same architecture,
+    other weights, e.g. another pretrained base), a different speaker-table size, or a different content encoder
+    (the `content_encoder` both RVC configs record, e.g. "contentvec" vs Applio's "chinese-hubert-base": features of
+    the same width but another meaning).
     """
     model = unwrap_base_model(model)
     if not is_rvc_model(model):
@@ -249,6 +272,9 @@ def check_compatible(facts: dict[str, Any], model: nn.Module, adapter_name: str)
         soft.append(f"weights ({theirs_base['fingerprint'][:19]} vs {mine['base_model']['fingerprint'][:19]})")
     if theirs_base.get("spk_embed_dim") not in (None, mine["base_model"]["spk_embed_dim"]):
         soft.append(f"speaker table size ({theirs_base['spk_embed_dim']} vs {mine['base_model']['spk_embed_dim']})")
+    # an adapter saved without the field (None) has nothing to compare
+    if facts.get("content_encoder") not in (None, mine["content_encoder"]):
+        soft.append(f"content encoder ({facts['content_encoder']!r} vs {mine['content_encoder']!r})")
     if soft:
         warnings.warn(
             f"adapter '{adapter_name}' was made for base '{theirs_base.get('name_or_path') or 'unnamed'}', and this "

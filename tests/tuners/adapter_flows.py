@@ -5,6 +5,8 @@
 `check OUT [--hub]` (a fresh process): push one saved adapter to the fake hub with `PeftModel.push_to_hub` (when
               --hub: HF_ENDPOINT must point at it), then load everything back through each loading path, the hub id
               included, and write OUT/results.json ({check name: max abs difference to the reference, or the error}).
+`reload BASE ADAPTER INPUTS OUT` (a fresh process, any size): `PeftModel.from_pretrained` of one adapter folder onto
+              the base file loaded anew, the output for the saved INPUTS written to OUT (used by the full-size test).
 
 Every output is `RVCSynthesizer.infer` with the noise seeded, so equal weights give bit-equal audio.
 """
@@ -221,6 +223,15 @@ def check(out: Path, with_hub: bool) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
 
 
+def reload(base_path: Path, adapter: Path, inputs_path: Path, out_path: Path) -> None:
+    model = PeftModel.from_pretrained(load_synthesizer(base_path), str(adapter))
+    inputs = torch.load(inputs_path, weights_only=True)
+    torch.save({"audio": run(model, inputs), "ups_layer": type(model.base_model.model.dec.ups[0]).__name__}, out_path)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    check(Path(sys.argv[2]), with_hub="--hub" in sys.argv)
+    if sys.argv[1] == "reload":
+        reload(*(Path(arg) for arg in sys.argv[2:6]))
+    else:
+        check(Path(sys.argv[2]), with_hub="--hub" in sys.argv)

@@ -18,14 +18,21 @@ from tests.tuners.toy_models import (
     ALL_TARGETS,
     CONV_TARGETS,
     WEIGHT_NORM_KINDS,
+    RVCStyleToyConvNet,
     ToyConvNet,
     randomize_lora,
     toy_inputs,
 )
 
 
+class _RVCStyleHolder(nn.Sequential):
+    """A one-layer model declared an RVC network, so grouped convs get rvc_peft's layer (the one tested here)."""
+
+    rvc_peft_rvc_network = True
+
+
 def _wrap(layer: nn.Module, r: int = 4, **config) -> nn.Module:
-    holder = nn.Sequential(OrderedDict(layer=layer))
+    holder = _RVCStyleHolder(OrderedDict(layer=layer))
     model = get_peft_model(holder, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["layer"], **config))
     randomize_lora(model)
     return model.base_model.model.layer
@@ -123,7 +130,7 @@ def test_conv1d_lora_is_exact(geometry: dict, norm: str) -> None:
 
 @pytest.mark.parametrize("kind", WEIGHT_NORM_KINDS)
 def test_merge_unmerge_keep_weight_norm(kind: str) -> None:
-    model = ToyConvNet(kind).double()
+    model = RVCStyleToyConvNet(kind).double()
     x, speaker = toy_inputs()
     x = x.double()
     with torch.no_grad():
@@ -172,7 +179,7 @@ def test_rvc_size_merge_is_within_1e5_fp32(norm: str) -> None:
 
 
 def test_mixed_batch_adapter_names() -> None:
-    model = ToyConvNet("parametrized").double()
+    model = RVCStyleToyConvNet("parametrized").double()
     x, speaker = toy_inputs(batch=3)
     x = x.double()
     peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=ALL_TARGETS))
@@ -216,7 +223,7 @@ def test_safe_merge_detects_nan() -> None:
 
 
 def test_new_adapter_is_identity_and_trainable() -> None:
-    model = ToyConvNet("parametrized")
+    model = RVCStyleToyConvNet("parametrized")
     x, speaker = toy_inputs()
     with torch.no_grad():
         base_out = model(x, speaker)

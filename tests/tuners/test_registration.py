@@ -23,6 +23,9 @@ import rvc_peft.tuners
 from rvc_peft.tuners import RVCLoraConfig, RVCLoraModel, is_registered, register, stock_peft, unregister
 from tests.tuners.toy_models import ALL_TARGETS, LinearOnly, ToyConvNet, randomize_lora, toy_inputs
 
+# PEFT's own grouped-conv layer (what non-RVC models keep) warns on creation; expected here
+pytestmark = pytest.mark.filterwarnings("ignore:LoRA adapter added to ConvNd layer with groups > 1:UserWarning")
+
 
 def _names_and_types(model: torch.nn.Module) -> dict[str, str]:
     return {name: type(module).__name__ for name, module in model.named_modules()}
@@ -88,8 +91,104 @@ def test_plain_layers_of_non_rvc_models_stay_stock() -> None:
     assert type(inner.emb) is peft_lora_layer.Embedding
     assert type(inner.pre) is peft_lora_layer.Conv1d and type(inner.post) is peft_lora_layer.Conv1d  # plain convs: PEFT's layer
     assert type(inner.dil3) is rvc_peft.tuners.LoraConv1d  # dilated: PEFT's would crash
-    assert type(inner.gconv) is rvc_peft.tuners.LoraConv1d  # grouped: PEFT's cannot merge
+    assert type(inner.reflect) is rvc_peft.tuners.LoraConv1d  # reflect padding: PEFT's output would be wrong
+    # grouped, not an RVC network: PEFT's layer and parameter layout (its merge refuses loudly, its adapters load)
+    assert type(inner.gconv) is peft_lora_layer.Conv1d
+    assert tuple(inner.gconv.lora_A["default"].weight.shape) == (2, 4, 3)  # stock (r, in, k), not ours (r, in/g, k)
     assert type(inner.up1) is rvc_peft.tuners.LoraConvTranspose1d
+    assert type(inner.gup) is rvc_peft.tuners.LoraConvTranspose1d  # PEFT has no transposed-conv layer at all
+
+
+def _conv_variants(weight_norm: bool = False) -> torch.nn.Module:
+    def conv(**kwargs) -> torch.nn.Conv1d:
+        layer = torch.nn.Conv1d(4, 4, 3, padding=1, **kwargs)
+        return torch.nn.utils.parametrizations.weight_norm(layer) if weight_norm else layer
+
+    return torch.nn.ModuleDict({
+        "plain": conv(), "grouped": conv(groups=2), "grouped_dilated": conv(groups=2, dilation=2),
+        "grouped_reflect": conv(groups=2, padding_mode="reflect"),
+    })
+
+
+class _RVCStyle(torch.nn.Module):
+    rvc_peft_rvc_network = True
+
+    def __init__(self, weight_norm: bool) -> None:
+        super().__init__()
+        self.convs = _conv_variants(weight_norm)
+
+
+class _Plain(torch.nn.Module):
+    def __init__(self, weight_norm: bool) -> None:
+        super().__init__()
+        self.convs = _conv_variants(weight_norm)
+
+
+@pytest.mark.parametrize("weight_norm", [False, True])
+@pytest.mark.parametrize("config_cls", [LoraConfig, RVCLoraConfig])
+def test_grouped_conv1d_rule_depends_on_the_model(weight_norm: bool, config_cls: type) -> None:
+    """Grouped convs get our layer only on RVC networks; where PEFT's layer is broken (dilation, padding mode) or
+    loses merges (weight norm, ungrouped) ours is used on any model."""
+    ours, stock = rvc_peft.tuners.LoraConv1d, peft_lora_layer.Conv1d
+    expected = {
+        "plain": ours if weight_norm else stock, "grouped": stock, "grouped_dilated": ours, "grouped_reflect": ours,
+    }
+    for model_cls, grouped in ((_Plain, stock), (_RVCStyle, ours)):
+        model = get_peft_model(model_cls(weight_norm), config_cls(r=2, target_modules=r"convs\.\w+"))
+        layers = model.base_model.model.convs
+        assert {name: type(layer) for name, layer in layers.items()} == {**expected, "grouped": grouped}, model_cls
+        in_per_rank = 4 if grouped is stock else 2  # lora_A: stock (r, in, k), ours (r, in/g, k)
+        assert tuple(layers["grouped"].lora_A["default"].weight.shape) == (2, in_per_rank, 3)
+
+
+def test_rvc_discriminators_get_our_grouped_layer() -> None:
+    from peft import inject_adapter_in_model
+
+    from rvc_peft.models.discriminators import DiscriminatorS, MultiPeriodDiscriminator
+
+    scale = get_peft_model(DiscriminatorS(), LoraConfig(r=4, target_modules=["convs.0", "convs.1"]))
+    assert type(scale.base_model.model.convs[1]) is rvc_peft.tuners.LoraConv1d  # 16 -> 64, groups=4
+    assert type(scale.base_model.model.convs[0]) is rvc_peft.tuners.LoraConv1d  # weight-normed, ungrouped
+    mpd = inject_adapter_in_model(RVCLoraConfig(r=4, target_modules=["discriminators.0.convs.1"]),
+                                  MultiPeriodDiscriminator("v1"))
+    layer = mpd.discriminators[0].convs[1]
+    assert type(layer) is rvc_peft.tuners.LoraConv1d and tuple(layer.lora_A["default"].weight.shape) == (4, 4, 41)
+
+
+def test_stock_peft_adapter_on_a_grouped_conv_of_a_non_rvc_model_loads_unchanged(tmp_path) -> None:
+    """An adapter made with stock PEFT on transformers HuBERT's grouped, weight-normed pos_conv_embed loads after
+    registration into PEFT's own layer and computes exactly what stock PEFT computes."""
+    from transformers import HubertConfig, HubertModel
+
+    config = HubertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                          conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8,
+                          num_conv_pos_embedding_groups=4)
+
+    def hubert() -> HubertModel:
+        torch.manual_seed(0)
+        return HubertModel(config).eval()
+
+    wav = torch.randn(2, 400, generator=torch.Generator().manual_seed(1))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["pos_conv_embed.conv", "q_proj"])
+    with stock_peft():
+        stock = get_peft_model(hubert(), lora)
+        randomize_lora(stock)
+        with torch.no_grad():
+            expected = stock(wav).last_hidden_state
+        stock.save_pretrained(tmp_path)
+        with pytest.raises(NotImplementedError, match="groups > 1"):
+            stock.merge_adapter()
+    assert is_registered()
+    with pytest.warns(UserWarning, match=r"groups > 1\. Merging is not supported"):  # PEFT's own layer says so
+        loaded = PeftModel.from_pretrained(hubert(), str(tmp_path))
+    assert type(loaded.base_model) is RVCLoraModel
+    conv = loaded.base_model.model.encoder.pos_conv_embed.conv
+    assert type(conv) is peft_lora_layer.Conv1d and tuple(conv.lora_A["default"].weight.shape) == (4, 16, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(wav).last_hidden_state, expected)
+    assert (expected - hubert()(wav).last_hidden_state).abs().max() > 1e-2  # the adapter does something
+    with pytest.raises(NotImplementedError, match="groups > 1"):  # as loud as stock PEFT, never silently wrong
+        loaded.merge_adapter()
 
 
 def test_stock_peft_fails_where_we_work() -> None:
@@ -114,9 +213,12 @@ def test_pinned_peft_internals() -> None:
     assert isinstance(peft.mapping.PEFT_TYPE_TO_MIXED_MODEL_MAPPING, dict)
     assert "PEFT_TYPE_TO_TUNER_MAPPING[peft_config.peft_type]" in inspect.getsource(peft.peft_model.PeftModel.__init__)
     assert "PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type]" in inspect.getsource(peft.utils.save_and_load)
-    # LoraModel hooks we override or call
+    # LoraModel hooks we override or call (ours is an instance method: PEFT must keep calling it through self)
     assert isinstance(inspect.getattr_static(peft_lora.LoraModel, "_create_new_module"), staticmethod)
     assert _parameters(peft_lora.LoraModel._create_new_module) == ["lora_config", "adapter_name", "target", "kwargs"]
+    assert "self._create_new_module(lora_config, adapter_name, target," in inspect.getsource(
+        peft_lora.LoraModel._create_and_replace
+    )
     assert _parameters(peft_lora.LoraModel._svd_generalized_task_arithmetic_weighted_adapter) == [
         "self", "combination_type", "adapters", "weights", "new_rank", "target", "target_lora_A", "target_lora_B",
         "density", "majority_sign_method", "clamp", "full_matrices", "driver",

@@ -223,3 +223,22 @@ def test_facts_on_non_rvc_model_are_refused(tmp_path) -> None:
     wrong.dec.conv_post = nn.Conv1d(8, 1, 7)
     with pytest.raises(rvc_peft.tuners.IncompatibleAdapterError, match=r"being loaded onto a Module, which is not an RVC"):
         PeftModel.from_pretrained(wrong, str(tmp_path))
+
+
+def test_other_content_encoder_warns(tmp_path) -> None:
+    """Same architecture and weights, but the base expects another content encoder's features: a warning naming both."""
+    import warnings
+
+    get_peft_model(random_synthesizer(small_config()), RVCLoraConfig(r=2)).save_pretrained(tmp_path)
+
+    def load_onto(base: nn.Module) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            PeftModel.from_pretrained(base, str(tmp_path))
+        return [str(w.message) for w in caught if "different" in str(w.message)]
+
+    assert load_onto(random_synthesizer(small_config())) == []
+    other = random_synthesizer(small_config(content_encoder="chinese-hubert-base"))
+    assert base_model_fingerprint(other) == read_adapter_info(tmp_path)["base_model"]["fingerprint"]
+    (message,) = load_onto(other)
+    assert "has the same architecture but different content encoder ('contentvec' vs 'chinese-hubert-base')" in message

@@ -11,14 +11,15 @@ from peft.tuners.lora.layer import LoraLayer
 import rvc_peft.tuners  # noqa: F401
 from rvc_peft.tuners import LoraConvTranspose1d
 from rvc_peft.tuners.lora.layer import _LoraConv1dBase
-from tests.tuners.toy_models import ALL_TARGETS, ToyConvNet, randomize_lora, toy_inputs
+from tests.tuners.toy_models import ALL_TARGETS, RVCStyleToyConvNet, randomize_lora, toy_inputs
 
 WEIGHTS = [0.7, -0.4]
 
 
 def _two_adapters(rank_a: int = 2, rank_b: int = 4, alpha_b: int = 2):
-    model = get_peft_model(ToyConvNet("parametrized").double(), LoraConfig(r=rank_a, lora_alpha=4,
-                                                                           target_modules=ALL_TARGETS))
+    # an RVC network, so the grouped Conv1d gets rvc_peft's layer too
+    model = get_peft_model(RVCStyleToyConvNet("parametrized").double(), LoraConfig(r=rank_a, lora_alpha=4,
+                                                                                   target_modules=ALL_TARGETS))
     model.add_adapter("b", LoraConfig(r=rank_b, lora_alpha=alpha_b, target_modules=ALL_TARGETS))
     randomize_lora(model, scale=0.3)
     return model

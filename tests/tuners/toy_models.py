@@ -1,4 +1,8 @@
-"""Small models with every 1-D conv geometry RVC uses, for the tuner tests (importable from subprocess scripts)."""
+"""Small models with every 1-D conv geometry RVC uses, for the tuner tests (importable from subprocess scripts).
+
+`ToyConvNet` is a non-RVC model (PEFT's stock layer for its grouped Conv1d `gconv`); `RVCStyleToyConvNet` is the
+same network declared an RVC network (`rvc_peft_rvc_network = True`), so every conv there gets rvc_peft's layers.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 WEIGHT_NORM_KINDS = ("none", "parametrized", "legacy")
-# every layer rvc_peft's own LoRA layers handle (the rest go to stock PEFT)
+# every layer rvc_peft's own LoRA layers handle on an RVC network (the rest go to stock PEFT; on a non-RVC model so
+# does the grouped `gconv`)
 CONV_TARGETS = ["dil3", "dil5", "reflect", "up1", "up2", "gup", "gconv"]
 ALL_TARGETS = ["lin", "emb", "pre", *CONV_TARGETS, "post"]
 
@@ -46,6 +51,12 @@ class ToyConvNet(nn.Module):
         h = self.up2(torch.tanh(self.up1(h)))
         h = self.gconv(torch.tanh(self.gup(h)))
         return self.post(h)
+
+
+class RVCStyleToyConvNet(ToyConvNet):
+    """`ToyConvNet` declared an RVC network: its grouped Conv1d gets rvc_peft's (mergeable) LoRA layer too."""
+
+    rvc_peft_rvc_network = True
 
 
 class LinearOnly(nn.Module):

@@ -106,7 +106,8 @@ class RVCLoraConfig(LoraConfig):
         super().__post_init__()
         # Fallback for code paths that do not go through the registered tuner (PEFT's mixed models call
         # LoraModel._create_new_module directly; `stock_peft()`): PEFT's experimental custom-module hook, re-set here
-        # because LoraConfig.__post_init__ clears it and it is never saved.
+        # because LoraConfig.__post_init__ clears it and it is never saved. RVCLoraModel ignores it (it knows the
+        # model; the hook does not, so there grouped Conv1d layers keep PEFT's layer, see needs_rvc_conv1d).
         from .layer import LoraConvTranspose1d, conv1d_layer_factory
 
         self._register_custom_module({nn.ConvTranspose1d: LoraConvTranspose1d, nn.Conv1d: conv1d_layer_factory})

@@ -11,6 +11,13 @@ layers. These layers fix all of that while keeping PEFT's parameter layout:
 `B(A(x))` is then exactly one conv (transposed conv) of the base geometry whose kernel is `get_delta_weight()`, so
 merging is exact and grouped layers stay mergeable. Merging *assigns* the new weight (`module.weight = W + ΔW`), which
 goes through the weight-norm re-parametrisation (g, v are re-derived) instead of being silently dropped.
+
+Which `Conv1d` targets get `LoraConv1d` (`needs_rvc_conv1d`): dilated or non-"zeros"-padded ones everywhere (PEFT's
+layer crashes or computes the wrong output), weight-normed ungrouped ones everywhere (same parameter layout as PEFT's,
+whose merge would be lost), and grouped ones only on RVC networks (`provenance.is_rvc_network`). On other models a
+grouped conv keeps PEFT's layer: its `lora_A` is `(r, in, k)`, not our `(r, in/g, k)`, so adapters made with stock
+PEFT keep loading and computing the same, and PEFT refuses to merge it with a clear error rather than silently.
+`ConvTranspose1d` always gets `LoraConvTranspose1d` (PEFT has no layer for it).
 """
 
 from __future__ import annotations
@@ -409,36 +416,46 @@ class LoraConvTranspose1d(_LoraConv1dBase):
 
 # --- dispatch -------------------------------------------------------------------------------------------------------
 
-def needs_rvc_conv1d(layer: nn.Conv1d) -> bool:
-    """True if PEFT's own `lora.Conv1d` would be wrong for this layer, so rvc_peft's `LoraConv1d` is used instead.
+def needs_rvc_conv1d(layer: nn.Conv1d, *, rvc_network: bool) -> bool:
+    """True if this Conv1d target gets rvc_peft's `LoraConv1d` rather than PEFT's `lora.Conv1d` (see the module
+    docstring). `rvc_network`: whether the model being adapted is an RVC network (`provenance.is_rvc_network`).
 
-    PEFT drops dilation and padding_mode from `lora_A` (wrong output or a shape crash), cannot merge grouped layers,
-    and loses merges on weight-normed layers without a warning. Plain convs keep PEFT's layer (identical
-    parameters), so non-RVC models are unaffected.
+    * dilation != 1 or padding_mode != "zeros": always ours (PEFT's `lora_A` drops both: a shape crash / wrong output);
+    * groups != 1: ours on RVC networks (mergeable); elsewhere PEFT's (correct forward, merging refused loudly, and
+      its parameter layout is the one stock-PEFT adapters were saved with);
+    * weight-normed: ours (same parameters as PEFT's for groups=1, and PEFT's merge is lost without a warning);
+    * anything else: PEFT's (identical parameters and outputs).
     """
-    return (
-        layer.dilation[0] != 1
-        or layer.padding_mode != "zeros"
-        or layer.groups != 1
-        or parametrize.is_parametrized(layer, "weight")
-        or bool(legacy_weight_norm_hooks(layer))
-    )
+    if layer.dilation[0] != 1 or layer.padding_mode != "zeros":
+        return True
+    if layer.groups != 1:
+        return rvc_network
+    return parametrize.is_parametrized(layer, "weight") or bool(legacy_weight_norm_hooks(layer))
 
 
-def dispatch_rvc(target: nn.Module, adapter_name: str, config: LoraConfig, **kwargs: Any) -> nn.Module | None:
-    """Build an rvc_peft LoRA layer for `target`, or return None to leave it to PEFT's dispatchers."""
+def dispatch_rvc(
+    target: nn.Module, adapter_name: str, config: LoraConfig, *, rvc_network: bool = False, **kwargs: Any
+) -> nn.Module | None:
+    """Build an rvc_peft LoRA layer for `target`, or return None to leave it to PEFT's dispatchers.
+
+    `rvc_network`: whether `target` belongs to an RVC network (decides grouped Conv1d layers, see `needs_rvc_conv1d`).
+    """
     base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
     if isinstance(base, nn.ConvTranspose1d):
         return LoraConvTranspose1d(target, adapter_name, config=config, **kwargs)
-    if isinstance(base, nn.Conv1d) and needs_rvc_conv1d(base):
+    if isinstance(base, nn.Conv1d) and needs_rvc_conv1d(base, rvc_network=rvc_network):
         return LoraConv1d(target, adapter_name, config=config, **kwargs)
     return None
 
 
 def conv1d_layer_factory(target: nn.Module, adapter_name: str, config: LoraConfig, **kwargs: Any) -> nn.Module:
-    """LoRA layer for a Conv1d target via PEFT's custom-module hook: ours where PEFT's is wrong, else PEFT's."""
+    """LoRA layer for a Conv1d target via PEFT's custom-module hook: ours where PEFT's is wrong, else PEFT's.
+
+    Only reached where the registered tuner is bypassed (PEFT's mixed models, `stock_peft()`; `RVCLoraModel` decides
+    itself). PEFT passes no model here, so grouped convs follow the non-RVC rule: PEFT's layer.
+    """
     from peft.tuners.lora.layer import Conv1d as PeftLoraConv1d
 
     base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-    layer_cls = LoraConv1d if needs_rvc_conv1d(base) else PeftLoraConv1d
+    layer_cls = LoraConv1d if needs_rvc_conv1d(base, rvc_network=False) else PeftLoraConv1d
     return layer_cls(target, adapter_name, config=config, **kwargs)

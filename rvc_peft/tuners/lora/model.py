@@ -3,9 +3,12 @@
 Everything PEFT does for LoRA keeps working (adapters stay `peft_type: LORA`); on top of it:
 
 * `nn.ConvTranspose1d` targets get `LoraConvTranspose1d`, and `nn.Conv1d` targets that PEFT's layer gets wrong
-  (dilated, non-zero padding mode, grouped, weight-normed) get `LoraConv1d`; all other modules go to PEFT unchanged;
+  (dilated, non-zero padding mode, weight-normed) get `LoraConv1d`. Grouped `Conv1d` targets get `LoraConv1d`
+  (mergeable) on RVC networks only (`provenance.is_rvc_network`: synthesizer, discriminators); on other models they
+  keep PEFT's layer, so adapters saved with stock PEFT keep loading (see `layer.needs_rvc_conv1d`). All other
+  modules go to PEFT unchanged;
 * weighted adapter combinations ("cat", "svd" and its variants) are correct for these layers, grouped ones included
-  (SVD per group; concatenation group by group);
+  (SVD per group; concatenation group by group); PEFT's grouped layer on other models combines as in stock PEFT;
 * on an RVC model: string presets in `target_modules` ("generator", "all", ...), the default target "generator",
   provenance facts recorded on injection and checked when an adapter made for another base is loaded, and an
   adapter-vs-model shape check that fails with a clear message instead of a size-mismatch crash;
@@ -32,23 +35,35 @@ from ..provenance import (
     facts_of_config,
     forget_fingerprint,
     is_rvc_model,
+    is_rvc_network,
     rvc_facts,
     store_facts,
     unwrap_base_model,
 )
 from .config import DEFAULT_PRESET, RVCLoraConfig, is_target_preset, target_modules_for
-from .layer import LoraConvTranspose1d, _LoraConv1dBase, dispatch_rvc, refresh_legacy_weight_norm
+from .layer import (
+    LoraConvTranspose1d,
+    _LoraConv1dBase,
+    conv1d_layer_factory,
+    dispatch_rvc,
+    refresh_legacy_weight_norm,
+)
 
+_OWN_FALLBACK_LAYERS = (LoraConvTranspose1d, conv1d_layer_factory)  # what RVCLoraConfig registers
 _SVD_TYPES = ("svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune_svd")
 
 
 def _custom_module_claims(config: Any, target: nn.Module) -> bool:
-    """True if the user registered a custom LoRA layer (`LoraConfig._register_custom_module`) for this target."""
+    """True if the user registered a custom LoRA layer (`LoraConfig._register_custom_module`) for this target.
+
+    RVCLoraConfig's own registrations (its fallback for bypassed tuners) do not count: this tuner knows the model and
+    decides itself, the fallback factory cannot (PEFT passes it no model).
+    """
     custom = getattr(config, "_custom_modules", None)
     if not custom:
         return False
     base = target.get_base_layer() if hasattr(target, "get_base_layer") else target
-    return any(isinstance(base, key) for key in custom)
+    return any(isinstance(base, key) and layer not in _OWN_FALLBACK_LAYERS for key, layer in custom.items())
 
 
 def _adapter_summary(model: nn.Module, adapter_name: str) -> dict[str, Any]:
@@ -89,10 +104,17 @@ class RVCLoraModel(LoraModel):
     """The LoRA tuner rvc_peft installs for `PeftType.LORA` (see the module docstring)."""
 
     # --- layer creation -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _create_new_module(lora_config: Any, adapter_name: str, target: nn.Module, **kwargs: Any) -> nn.Module:
+    # Whether the model being injected is an RVC network (grouped Conv1d layers then get our layer). PEFT's
+    # `_create_and_replace` calls `self._create_new_module(config, name, target, **kwargs)` without the model, so
+    # `inject_adapter` records it on the tuner and `_create_new_module` is an instance method (PEFT's is a
+    # staticmethod; calling it through `self` binds ours all the same). False, PEFT's own choice, until recorded.
+    _rvc_network: bool = False
+
+    def _create_new_module(  # type: ignore[override]
+        self, lora_config: Any, adapter_name: str, target: nn.Module, **kwargs: Any
+    ) -> nn.Module:
         if kwargs.get("parameter_name") is None and not _custom_module_claims(lora_config, target):
-            new_module = dispatch_rvc(target, adapter_name, lora_config, **kwargs)
+            new_module = dispatch_rvc(target, adapter_name, lora_config, rvc_network=self._rvc_network, **kwargs)
             if new_module is not None:
                 return new_module
         return LoraModel._create_new_module(lora_config, adapter_name, target, **kwargs)
@@ -114,6 +136,7 @@ class RVCLoraModel(LoraModel):
         state_dict: dict[str, torch.Tensor] | None = None,
     ) -> None:
         refresh_legacy_weight_norm(model)
+        self._rvc_network = is_rvc_network(model)
         config = self.peft_config[adapter_name]
         facts = facts_of_config(config)
         if facts is not None:  # an adapter that was made for an RVC base: check it fits this one
