@@ -9,11 +9,13 @@ frames whose voiced/unvoiced decision differs from the truth).
 Speech set: espeak-ng sentences (skipped if espeak-ng is missing): speed, voiced fraction and median F0; accuracy
 is against harvest as the reference (not ground truth) and marked as such.
 
-rmvpe runs with RANDOM weights (no rmvpe.pt can be downloaded here): its speed is real, its accuracy is not
-reported. ``s_per_s`` is wall-clock time, ``cpu_s_per_s`` this process's CPU time (all threads; less affected by
+rmvpe: with ``--rmvpe PATH`` (RVC's ``rmvpe.pt``, a folder holding it, or a Hub id) it is measured like every other
+method, accuracy included. Without it, rmvpe runs with RANDOM weights (the real architecture): its speed is real,
+its accuracy is not reported, and its entry says so (``"weights": "random"``). ``s_per_s`` is wall-clock time, ``cpu_s_per_s`` this process's CPU time (all threads; less affected by
 other load on the machine, but it counts OpenMP spin-waiting when threads > 1). ``load_s`` is the one-off model load plus first call (numba compilation for crepe's viterbi decoder).
 
 Usage: python benchmarks/bench_f0.py [--methods pm,dio,...] [--duration 3] [--threads 2] [--no-speech]
+       [--rmvpe rmvpe.pt]
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rvc_peft.features.pitch import F0_METHODS, extract_f0
-from rvc_peft.features.rmvpe import E2E, RMVPE
+from rvc_peft.features.rmvpe import E2E, RMVPE, RMVPELoadError, resolve_rmvpe_file
 from rvc_peft.features.synthetic import espeak_speech, voiced_signal
 
 # (voice, espeak pitch 0-99, text). Avoid en-us+f1/f3: their period-doubled voicing makes harvest (the reference)
@@ -96,9 +98,14 @@ def timed(audio: np.ndarray, method: str, rmvpe_model) -> tuple[np.ndarray, floa
     return f0, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run(methods: list[str], duration: float, with_speech: bool) -> dict:
-    torch.manual_seed(0)
-    random_rmvpe = RMVPE(E2E()).eval()  # real architecture, random weights: speed only
+def run(methods: list[str], duration: float, with_speech: bool, rmvpe_weights: str | None = None) -> dict:
+    if rmvpe_weights is not None:
+        rmvpe_model = rmvpe_weights  # loaded (and cached) by the first extract_f0 call: part of load_s, like crepe's
+    else:
+        torch.manual_seed(0)
+        rmvpe_model = RMVPE(E2E()).eval()  # real architecture, random weights: speed only
+    # methods whose F0 means something (rmvpe only with real weights)
+    scored = {m for m in methods if m != "rmvpe" or rmvpe_weights is not None}
     synthetic = synthetic_set(duration)
     with tempfile.TemporaryDirectory() as folder:
         speech = speech_set(Path(folder)) if with_speech else []
@@ -106,18 +113,20 @@ def run(methods: list[str], duration: float, with_speech: bool) -> dict:
     results = {}
     for method in methods:
         start = time.perf_counter()
-        extract_f0(synthetic[0][1][:8000], method, rmvpe_model=random_rmvpe)  # load + warm up
+        extract_f0(synthetic[0][1][:8000], method, rmvpe_model=rmvpe_model)  # load + warm up
         entry: dict = {"load_s": round(time.perf_counter() - start, 3)}
         if method == "rmvpe":
-            entry["note"] = "random weights: speed only, accuracy not meaningful"
+            entry["weights"] = rmvpe_weights or "random"
+            if method not in scored:
+                entry["note"] = "RANDOM weights (no --rmvpe given): speed only, accuracy not meaningful"
         seconds = elapsed = cpu = 0.0
         pairs = {}
         for name, audio, truth in synthetic:
-            f0, took, took_cpu = timed(audio, method, random_rmvpe)
+            f0, took, took_cpu = timed(audio, method, rmvpe_model)
             seconds, elapsed, cpu = seconds + len(audio) / 16000, elapsed + took, cpu + took_cpu
             pairs[name] = (f0, truth)
         entry["synthetic"] = {"s_per_s": round(elapsed / seconds, 4), "cpu_s_per_s": round(cpu / seconds, 4)}
-        if method != "rmvpe":
+        if method in scored:
             entry["synthetic"].update(accuracy(list(pairs.values())))
             entry["synthetic"]["per_clip"] = {
                 name: {k: v for k, v in accuracy([pair]).items() if k != "frames"} for name, pair in pairs.items()}
@@ -125,11 +134,11 @@ def run(methods: list[str], duration: float, with_speech: bool) -> dict:
             seconds = elapsed = cpu = 0.0
             voiced, medians, versus = [], [], {}
             for name, audio in speech:
-                f0, took, took_cpu = timed(audio, method, random_rmvpe)
+                f0, took, took_cpu = timed(audio, method, rmvpe_model)
                 seconds, elapsed, cpu = seconds + len(audio) / 16000, elapsed + took, cpu + took_cpu
                 voiced.append(float(np.mean(f0 > 0)))
                 medians.append(float(np.median(f0[f0 > 0])) if (f0 > 0).any() else 0.0)
-                if method not in ("rmvpe", "harvest"):
+                if method in scored and method != "harvest":
                     versus[name] = accuracy([(f0, reference[name])])
             entry["speech"] = {"s_per_s": round(elapsed / seconds, 4), "cpu_s_per_s": round(cpu / seconds, 4),
                                "voiced_fraction": [round(v, 3) for v in voiced],
@@ -145,6 +154,7 @@ def run(methods: list[str], duration: float, with_speech: bool) -> dict:
         "synthetic_clips": [name for name, _, _ in synthetic], "synthetic_clip_seconds": duration,
         "speech_clips": {name: round(len(audio) / 16000, 2) for name, audio in speech},
         "speech_accuracy_reference": "harvest (not ground truth)",
+        "rmvpe_weights": rmvpe_weights or "random (speed only)",
         "results": results,
     }
 
@@ -155,13 +165,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per synthetic clip")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--no-speech", action="store_true", help="skip the espeak-ng speech set")
+    parser.add_argument("--rmvpe", default=None, metavar="PATH",
+                        help="real RMVPE weights (rmvpe.pt, a folder holding it, or a Hub id): rmvpe gets accuracy "
+                             "rows too; without it rmvpe runs with random weights, speed only")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(F0_METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {', '.join(F0_METHODS)}")
+    if args.rmvpe is not None:
+        try:
+            args.rmvpe = str(resolve_rmvpe_file(args.rmvpe))
+        except RMVPELoadError as error:
+            parser.error(str(error))
     torch.set_num_threads(args.threads)
-    print(json.dumps(run(methods, args.duration, not args.no_speech), indent=2))
+    print(json.dumps(run(methods, args.duration, not args.no_speech, args.rmvpe), indent=2))
 
 
 if __name__ == "__main__":

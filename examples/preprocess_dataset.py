@@ -35,14 +35,9 @@ def _demo_audio(folder: Path) -> None:
 
 
 def _tiny_encoder(folder: Path) -> str:
-    import torch
-    from transformers import HubertConfig, HubertModel
+    from rvc_peft.testing import tiny_content_encoder
 
-    from rvc_peft.features.content_encoder import ContentEncoder
-
-    config = HubertConfig(hidden_size=32, num_hidden_layers=12, num_attention_heads=2, intermediate_size=64,
-                          conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-    ContentEncoder(HubertModel(config).eval(), torch.nn.Linear(32, 256), "v1").save_pretrained(folder)
+    tiny_content_encoder().save_pretrained(folder)
     return str(folder)
 
 

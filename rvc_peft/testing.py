@@ -2,16 +2,19 @@
 
 `small_config` keeps the real architecture (every layer type, the upsampling layout of the chosen
 sample rate, dilations 1/3/5, the NSF source) but shrinks channel counts so a model builds and runs in
-milliseconds on a CPU.
+milliseconds on a CPU. `tiny_content_encoder` does the same for ContentVec/HuBERT.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .models import RVCConfig, RVCSynthesizer
+
+if TYPE_CHECKING:
+    from .features.content_encoder import ContentEncoder
 
 
 def small_config(version: str = "v2", use_f0: bool = True, sampling_rate: int | str = 40000, **overrides: Any) -> RVCConfig:
@@ -60,3 +63,27 @@ def random_inputs(config: RVCConfig, frames: int = 40, batch: int = 1, seed: int
     if config.use_f0:
         inputs.update(pitch=pitch, nsff0=f0)
     return inputs
+
+
+def tiny_content_encoder(seed: int = 0, version: str = "v1", *, hidden_size: int = 32,
+                         conv_channels: int = 16) -> ContentEncoder:
+    """A ContentVec-shaped content encoder with random weights and few channels, frozen, in eval mode.
+
+    HuBERT-base's conv stack (kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2: 50 frames/s at 16 kHz), 12 transformer
+    layers of width `hidden_size` and a `final_proj` to 256 (the v1 width). v2 features are `hidden_size` wide.
+    """
+    from transformers import HubertConfig, HubertModel
+
+    from .features.content_encoder import ContentEncoder
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        config = HubertConfig(hidden_size=hidden_size, num_hidden_layers=12, num_attention_heads=2,
+                              intermediate_size=2 * hidden_size, conv_dim=(conv_channels,) * 7,
+                              num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+        encoder = ContentEncoder(HubertModel(config).eval(), torch.nn.Linear(hidden_size, 256), version,
+                                 kind="contentvec", name_or_path="tiny-contentvec")
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return encoder.eval().requires_grad_(False)

@@ -38,4 +38,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       || echo "warning: could not apt-get install ${missing[*]}; speech-based tests will be skipped" >&2
   fi
 fi
+if [ "$want_tests" = 1 ] && ! command -v espeak-ng >/dev/null; then
+  # the speech tests would be skipped: fine on a developer machine, not in CI, where they must run
+  if [ -n "${CI:-}" ]; then
+    echo "error: espeak-ng is missing, so the speech tests cannot run (install espeak-ng, flite and ffmpeg)" >&2
+    exit 1
+  fi
+  echo "warning: espeak-ng is missing; the speech tests will be skipped (apt-get install espeak-ng flite ffmpeg)" >&2
+fi
 echo "rvc-peft environment ready in .venv"

@@ -6,7 +6,15 @@
 
 from .dataset import DatasetFormatError, DatasetWriter, RVCDatasetInfo, load_rvc_dataset
 from .experiment import ExperimentImportError, import_rvc_experiment
-from .index import IndexFileError, RetrievalIndex, build_index, build_index_from_dataset, load_index, save_index
+from .index import (
+    FaissMissingError,
+    IndexFileError,
+    RetrievalIndex,
+    build_index,
+    build_index_from_dataset,
+    load_index,
+    save_index,
+)
 from .preprocess import DatasetBuildError, build_dataset, segment_bounds, slice_for_training, speaker_for
 from .slicer import Slicer
 
@@ -15,6 +23,7 @@ __all__ = [
     "DatasetFormatError",
     "DatasetWriter",
     "ExperimentImportError",
+    "FaissMissingError",
     "IndexFileError",
     "RVCDatasetInfo",
     "RetrievalIndex",

@@ -18,14 +18,18 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "rvc-peft-dataset"
 FORMAT_VERSION = 1
@@ -56,6 +60,7 @@ class RVCDatasetInfo:
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     per: float | None = None
+    rmvpe: str | None = None  # where the RMVPE weights came from (f0_method "rmvpe" only)
     skipped: list[dict[str, str]] = field(default_factory=list)
     # Not stored: where the dataset was loaded from / written to, and counters of the run that built it.
     path: str | None = field(default=None, compare=False)
@@ -96,6 +101,121 @@ def dataset_features(content_dim: int, use_f0: bool):
     return Features(columns)
 
 
+BUILD_PREFIX = ".building-"
+_LOCK_SUFFIX = ".lock"
+# A build folder without a lock file (made before writers took locks) counts as abandoned once nothing in it has
+# changed for this long; a live writer touches its files far more often (every batch of rows, every saved shard).
+UNLOCKED_STALE_SECONDS = 3600.0
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on the open file `fd` without waiting; False when another process (or another open
+    file in this process) holds it, or the filesystem cannot lock. The OS drops a lock when its holder dies,
+    SIGKILL and OOM kills included, so a lock that can be taken proves its writer is gone."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _release(fd: int) -> None:
+    if os.name == "nt":  # Windows frees locks of a closed file only "eventually": unlock first
+        import msvcrt
+
+        with contextlib.suppress(OSError):
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    os.close(fd)
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = folder.stat().st_mtime
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def _undo_unfinished_swap(out_dir: Path, folder: Path) -> None:
+    """Put back the dataset `out_dir` held before a writer that died inside `DatasetWriter.finish`'s swap.
+
+    `finish` saves `dataset/` and `rvc_dataset.json` in `folder`, then moves the old `dataset/` to
+    `folder/previous`, the new one into place, and the json last. So a json still in `folder` means the swap did
+    not complete: if the new dataset was already moved in, move it back out, then restore `previous`.
+    """
+    final, previous = out_dir / DATASET_DIR, folder / "previous"
+    if not (folder / INFO_FILE).is_file():
+        return  # killed before the swap began (or after it completed): out_dir is consistent
+    if not (folder / DATASET_DIR).exists() and final.exists():
+        os.replace(final, folder / "unfinished")
+    if previous.is_dir() and not final.exists():
+        os.replace(previous, final)
+
+
+def remove_stale_builds(out_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary `.building-*` folders of writers in `out_dir` that died (a hard kill skips their
+    cleanup); returns the folders removed.
+
+    A folder is abandoned when its lock file `.building-XXXX.lock` can be locked: every writer holds that lock
+    from before its folder exists until after it is deleted, and the OS releases it when the writer dies, however
+    it dies. Locked folders are never touched, whatever their age, and pid reuse cannot fool the rule. Folders
+    without a lock file (older rvc-peft versions) are removed only when nothing in them changed for
+    `UNLOCKED_STALE_SECONDS`, and so are lock files left without a folder. A writer killed in the middle of
+    swapping in its dataset is undone first, so the dataset `out_dir` held before that run is back in place.
+    """
+    out_dir = Path(out_dir)
+    removed = []
+    for path in sorted(out_dir.glob(BUILD_PREFIX + "*")):
+        if path.name.endswith(_LOCK_SUFFIX):
+            folder, lock = path.with_name(path.name[: -len(_LOCK_SUFFIX)]), path
+            if folder.exists() or folder.is_symlink():
+                continue  # handled with its folder
+        elif path.is_dir() and not path.is_symlink():
+            folder, lock = path, path.with_name(path.name + _LOCK_SUFFIX)
+        else:
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            fd = None
+        except OSError:
+            continue  # cannot tell whether its writer lives: leave it
+        try:
+            if fd is None or lock == path:  # no lock to ask, or a lock alone: also wait out the age rule
+                try:
+                    age = time.time() - (_newest_mtime(folder) if fd is None else lock.stat().st_mtime)
+                except OSError:
+                    continue  # vanished meanwhile: its writer finished
+                if age < UNLOCKED_STALE_SECONDS:
+                    continue
+            if fd is not None and not _try_lock(fd):
+                continue  # a live writer
+            if folder.is_dir():
+                try:
+                    _undo_unfinished_swap(out_dir, folder)
+                except OSError as error:  # it may hold the previous dataset: never delete it unrestored
+                    logger.warning("cannot restore %s from %s (%s); leaving it for you to inspect", out_dir / DATASET_DIR,
+                                   folder, error)
+                    continue
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        finally:
+            if fd is not None:
+                _release(fd)
+        if fd is not None:  # after releasing it: Windows cannot delete an open file
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    return removed
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -107,9 +227,10 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 class DatasetWriter:
     """Streams rows into a new dataset and swaps it into `out_dir` only when `finish` succeeds.
 
-    Rows go to an Arrow file in a temporary folder inside `out_dir`; `finish` turns it into a `save_to_disk`
-    folder and replaces `out_dir/dataset` and `out_dir/rvc_dataset.json`. `abort` (or leaving the `with` block
-    by an exception) removes the temporary folder and leaves any previous dataset untouched.
+    Rows go to an Arrow file in a temporary folder `out_dir/.building-XXXX`; `finish` turns it into a
+    `save_to_disk` folder and replaces `out_dir/dataset` and `out_dir/rvc_dataset.json`. `abort` (or leaving the
+    `with` block by an exception) removes the temporary folder and leaves any previous dataset untouched. A new
+    writer first removes the folders of writers that died without cleaning up (see `remove_stale_builds`).
     """
 
     def __init__(self, out_dir: str | os.PathLike, content_dim: int, use_f0: bool) -> None:
@@ -120,8 +241,22 @@ class DatasetWriter:
         self.content_dim = content_dim
         self.use_f0 = use_f0
         self.features = dataset_features(content_dim, use_f0)
-        self._tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.out_dir))
-        self._writer = ArrowWriter(features=self.features, path=str(self._tmp / "rows.arrow"))
+        for folder in remove_stale_builds(self.out_dir):
+            logger.info("removed %s, left behind by a build that was killed", folder)
+        # The lock file comes first and is locked before the folder exists, so no other writer's cleanup can see
+        # this folder unlocked (see remove_stale_builds).
+        fd, lock_name = tempfile.mkstemp(prefix=BUILD_PREFIX, suffix=_LOCK_SUFFIX, dir=self.out_dir)
+        self._lock_fd: int | None = fd
+        self._lock = Path(lock_name)
+        self._tmp = self._lock.with_name(self._lock.name[: -len(_LOCK_SUFFIX)])
+        try:
+            _try_lock(fd)  # where the filesystem cannot lock, other writers' cleanup leaves this folder alone
+            self._tmp.mkdir()
+            self._writer = ArrowWriter(features=self.features, path=str(self._tmp / "rows.arrow"))
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._release_lock()
+            raise
         self._hash = hashlib.sha256()
         self.num_rows = 0
         self.speakers: set[int] = set()
@@ -193,6 +328,15 @@ class DatasetWriter:
         with contextlib.suppress(Exception):  # closing an already-closed writer is fine
             self._writer.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        # after the folder is gone: until then the lock tells other writers this folder is in use
+        if self._lock_fd is not None:
+            _release(self._lock_fd)
+            self._lock_fd = None
+            with contextlib.suppress(OSError):
+                self._lock.unlink()
 
     def __enter__(self) -> DatasetWriter:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self

@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "ADD_BATCH_SIZE",
+    "FaissMissingError",
     "IndexFileError",
     "RetrievalIndex",
     "build_index",
@@ -44,11 +45,20 @@ class IndexFileError(ValueError):
     """An index file or feature source that cannot be used (the message names the file and the problem)."""
 
 
+class FaissMissingError(ImportError, ValueError):
+    """faiss (the optional `[index]` extra) cannot be imported.
+
+    An ImportError, as callers expect of a missing optional package, and a ValueError, like every rvc-peft error
+    the command line reports as a one-line message instead of a traceback.
+    """
+
+
 def _faiss() -> Any:
     try:
         import faiss
     except ImportError as exc:
-        raise ImportError('the retrieval index needs faiss: pip install "rvc-peft[index]" (faiss-cpu)') from exc
+        raise FaissMissingError(f'the retrieval index needs faiss, which cannot be imported ({exc}); install it with '
+                                'pip install "rvc-peft[index]" (faiss-cpu)') from exc
     return faiss
 
 
@@ -127,6 +137,7 @@ def build_index_from_dataset(
     `datasets.Dataset`. `speaker_id` keeps one speaker's rows (RVC builds one index per voice). Rows with NaN or
     no frames are left out, as RVC skips such feature files.
     """
+    _faiss()  # a missing faiss fails before reading a large dataset, not after
     if isinstance(path_or_dataset, (str, os.PathLike)):
         from .dataset import load_rvc_dataset
 

@@ -180,9 +180,57 @@ def _extract_training_f0(audio16k: np.ndarray, method: str, rmvpe_model: Any = N
 # Work cache
 
 
-def _settings(sample_rate: int, version: str, f0_method: str | None, encoder_name: str, per: float) -> dict[str, Any]:
+CACHE_VERSION = 2
+# Settings keys that describe the cache rather than the user's choices: when only these differ, the cache is stale
+# (the same --content-encoder / --rmvpe file now holds other weights, or an older rvc-peft wrote the cache) and is
+# rebuilt without asking; any other difference is a changed command line and needs --overwrite.
+_STALENESS_KEYS = ("cache_version", "fingerprints")
+# Files up to this size (configs) are fingerprinted by content; larger ones (weights: 360 MB for RVC's hubert_base.pt
+# and rmvpe.pt) by size + mtime, which a re-download or an edit changes, without reading them on every run.
+_HASHED_FILE_BYTES = 1 << 20
+
+
+def _settings(sample_rate: int, version: str, f0_method: str | None, encoder_name: str, per: float,
+              rmvpe_source: str | None, fingerprints: dict[str, Any]) -> dict[str, Any]:
     return {"sample_rate": sample_rate, "version": version, "f0_method": f0_method, "content_encoder": encoder_name,
-            "per": per, "overlap": OVERLAP, "min_slice_seconds": MIN_SLICE_SECONDS, "cache_version": 1}
+            "rmvpe": rmvpe_source, "per": per, "overlap": OVERLAP, "min_slice_seconds": MIN_SLICE_SECONDS,
+            "cache_version": CACHE_VERSION, "fingerprints": fingerprints}
+
+
+def _file_fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    if stat.st_size <= _HASHED_FILE_BYTES:
+        return {"size": stat.st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _weights_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """Identity of local weights: the resolved path (a Hub snapshot path holds the commit) and each file's
+    fingerprint (every non-hidden file of a transformers folder, or the single file)."""
+    path = Path(path).resolve()
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+    return {"path": str(path), "files": {p.name: _file_fingerprint(p) for p in files}}
+
+
+def _state_fingerprint(model: Any) -> str | None:
+    """Content hash of an in-memory model's state dict (None for objects without one).
+
+    A model passed in by the caller may have been changed after loading, so its file (if any) proves nothing;
+    hashing the tensors costs about 0.5 s for a 95 M-parameter HuBERT.
+    """
+    import torch
+
+    state_dict = getattr(model, "state_dict", None)
+    if not callable(state_dict):
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in state_dict().items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # byte view: works for bfloat16 too, no copy
+    return digest.hexdigest()
 
 
 def _work_path(work_dir: Path, relative: str) -> Path:
@@ -245,14 +293,24 @@ def _check_work_settings(out_dir: Path, work_dir: Path, settings: dict[str, Any]
     settings_file = work_dir / "settings.json"
     previous = None
     if settings_file.is_file():
-        previous = json.loads(settings_file.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(settings_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            if not overwrite:
+                raise DatasetBuildError(f"{settings_file}: unreadable ({error}); pass overwrite=True (--overwrite) "
+                                        "to rebuild the work cache") from error
+            previous = {}  # differs from any settings: the cache is cleared below
     elif (out_dir / INFO_FILE).is_file() and not overwrite:
         raise DatasetBuildError(f"{out_dir} already holds a dataset without a work cache (an imported experiment?); "
                                 "pass overwrite=True (--overwrite) to replace it")
     if previous is not None and previous != settings and not overwrite:
-        changed = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in settings.items() if previous.get(k) != v)
-        raise DatasetBuildError(f"{work_dir} was made with other settings ({changed}); pass overwrite=True "
-                                "(--overwrite) to rebuild, or choose another output folder")
+        # Keys an older cache lacks cannot be compared; the cache_version difference rebuilds it anyway.
+        changed = ", ".join(f"{k}: {previous[k]!r} -> {v!r}" for k, v in settings.items()
+                            if k not in _STALENESS_KEYS and k in previous and previous[k] != v)
+        if changed:
+            raise DatasetBuildError(f"{work_dir} was made with other settings ({changed}); pass overwrite=True "
+                                    "(--overwrite) to rebuild, or choose another output folder")
+        logger.warning("%s is out of date (%s); recomputing every file", work_dir, _staleness(previous, settings))
     if overwrite or previous != settings:
         for stale in work_dir.glob("*.npz"):
             stale.unlink()
@@ -260,6 +318,19 @@ def _check_work_settings(out_dir: Path, work_dir: Path, settings: dict[str, Any]
     tmp = work_dir / ".settings.json.tmp"
     tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
     os.replace(tmp, settings_file)
+
+
+def _staleness(previous: dict[str, Any], settings: dict[str, Any]) -> str:
+    """Why a cache with the same user settings cannot be reused, in words."""
+    if previous.get("cache_version") != settings["cache_version"]:
+        return f"written by another rvc-peft version (cache version {previous.get('cache_version')})"
+    old = previous.get("fingerprints") or {}
+    changed = []
+    for key, value in settings["fingerprints"].items():
+        if old.get(key) != value:
+            where = value["path"] if isinstance(value, dict) else "the model passed in"
+            changed.append(f"the {key.replace('_', ' ')} weights changed ({where})")
+    return "; ".join(changed) or "its settings file differs"
 
 
 def _list_sources(audio_dir: Path, out_dir: Path) -> list[tuple[Path, str]]:
@@ -305,6 +376,11 @@ def build_dataset(
     `num_workers > 0` loads, slices and runs model-free pitch methods (pm, harvest, dio) in worker processes
     (forkserver/spawn: a calling script needs the usual `if __name__ == "__main__":` guard); the content
     encoder and model-based pitch (rmvpe, crepe, fcpe) run in this process. Output does not depend on it.
+
+    Reuse: `OUT_DIR/work/settings.json` records the settings, the RMVPE source and fingerprints of the content
+    encoder and RMVPE weights (see `_weights_fingerprint` / `_state_fingerprint`). Other settings (including another
+    encoder or RMVPE path) raise `DatasetBuildError` unless `overwrite=True`; the same paths with changed weights
+    make the cache stale, and every file is recomputed.
     """
     import torch
     from tqdm.auto import tqdm
@@ -326,19 +402,39 @@ def build_dataset(
     sources = _list_sources(audio_dir, out_dir)
     if not sources:
         raise DatasetBuildError(f"{audio_dir}: no files found (expected wav/flac/ogg/mp3 recordings)")
+    encoder_path = None
     if isinstance(content_encoder, (str, os.PathLike)):
         from ..features.content_encoder import load_content_encoder
 
-        content_encoder = load_content_encoder(str(content_encoder), version, device=device)
+        encoder_path = os.fspath(content_encoder)
+        content_encoder = load_content_encoder(encoder_path, version, device=device)
     content_dim = int(getattr(content_encoder, "output_dim", CONTENT_DIMS[version]))
     if content_dim != CONTENT_DIMS[version]:
         logger.warning("the content encoder gives %d-d features; RVC %s models take %d-d ones", content_dim, version,
                        CONTENT_DIMS[version])
     encoder_name = str(getattr(content_encoder, "name_or_path", None) or type(content_encoder).__name__)
+    # Which weights made the cached features and F0: a name alone would let a replaced file (or another model
+    # object under the same name) silently reuse the old results. Loaded here from a path, the model is identified
+    # by its files; passed in as an object, only by its tensors.
+    weights_path = getattr(content_encoder, "weights_path", None) if encoder_path is not None else None
+    fingerprints: dict[str, Any] = {
+        "content_encoder": _weights_fingerprint(weights_path) if weights_path else _state_fingerprint(content_encoder)}
+    rmvpe_source = None
+    if f0_method == "rmvpe":
+        if rmvpe is None or isinstance(rmvpe, (str, os.PathLike)):
+            from ..features.rmvpe import DEFAULT_FILENAME, DEFAULT_HUB_REPO, resolve_rmvpe_file
+
+            rmvpe_source = f"{DEFAULT_HUB_REPO}/{DEFAULT_FILENAME}" if rmvpe is None else os.fspath(rmvpe)
+            rmvpe = resolve_rmvpe_file(rmvpe)  # RMVPELoadError (a ValueError) naming the file; loaded only if needed
+            fingerprints["rmvpe"] = _weights_fingerprint(rmvpe)
+        else:
+            rmvpe_source = str(getattr(rmvpe, "weights_path", None) or f"{type(rmvpe).__name__} (in memory)")
+            fingerprints["rmvpe"] = _state_fingerprint(rmvpe)
 
     work_dir = out_dir / WORK_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_work_settings(out_dir, work_dir, _settings(sample_rate, version, f0_method, encoder_name, per), overwrite)
+    _check_work_settings(out_dir, work_dir, _settings(sample_rate, version, f0_method, encoder_name, per,
+                                                      rmvpe_source, fingerprints), overwrite)
 
     cpu_method = f0_method if f0_method in CPU_F0_METHODS else None
     pending, skipped, errors = [], [], {}
@@ -349,7 +445,7 @@ def build_dataset(
             pending.append(_Task(str(path), relative, stamps[relative], sample_rate, per, cpu_method))
         else:
             stats["reused"] += 1
-    if f0_method == "rmvpe" and pending and (rmvpe is None or isinstance(rmvpe, (str, os.PathLike))):
+    if f0_method == "rmvpe" and pending and isinstance(rmvpe, Path):  # the resolved file fingerprinted above
         from ..features.pitch import load_rmvpe
 
         rmvpe = load_rmvpe(rmvpe, device=device)
@@ -420,7 +516,7 @@ def build_dataset(
 
     info = RVCDatasetInfo(sample_rate=sample_rate, version=version, use_f0=f0_method is not None,
                           f0_method=f0_method, content_encoder=encoder_name, content_dim=content_dim,
-                          hop_length=hop_length, per=per)
+                          hop_length=hop_length, per=per, rmvpe=rmvpe_source)
     with DatasetWriter(out_dir, content_dim, f0_method is not None) as writer:
         for _, relative in tqdm(sources, desc="assemble", unit="file", disable=not progress):
             cached = _read_work(_work_path(work_dir, relative), relative, stamps[relative])

@@ -87,6 +87,8 @@ class ContentEncoder(nn.Module):
         self.kind = kind
         self.normalize = bool(normalize)
         self.name_or_path = name_or_path
+        # the local file or folder `load_content_encoder` read (a Hub id resolved to the cache); None otherwise
+        self.weights_path: str | None = None
 
     @property
     def output_layer(self) -> int:
@@ -323,6 +325,7 @@ def load_content_encoder(
     del hubert_sd, final_sd  # the model now owns the tensors; a dtype change below frees each old one as it goes
     encoder = ContentEncoder(hubert, final_proj, version, kind=kind or guessed, normalize=normalize,
                              name_or_path=source)
+    encoder.weights_path = str(path)
     logger.info("loaded %s content encoder (%d-d %s features) from %s", encoder.kind, encoder.output_dim, version,
                 source)
     return encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -74,6 +74,35 @@ def _cached(key: tuple[str, str, str], factory: Callable[[], Any]) -> Any:
     return _MODEL_CACHE[key]
 
 
+def _torchaudio_libraries() -> str:
+    """Where torchaudio's compiled libraries are (found without importing it: the import is what fails)."""
+    import importlib.util
+
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec("torchaudio")
+        if spec is not None and spec.origin:
+            return os.path.join(os.path.dirname(spec.origin), "lib", "*.so")
+    return "<site-packages>/torchaudio/lib/*.so"
+
+
+def _install_hint(module: str, exc: BaseException) -> str:
+    """What to do about an optional pitch package that does not import.
+
+    The pitch extra brings torchcrepe, which imports torchaudio, and every PyPI Linux torchaudio wheel is a CUDA
+    build: without CUDA `import torchaudio` raises OSError, which breaks torchcrepe and also `import
+    transformers` (it imports torchaudio whenever installed). Deleting torchaudio's compiled libraries leaves a
+    pure-Python torchaudio that both accept; a reinstall brings the libraries back.
+    """
+    fix = (f"delete torchaudio's CUDA-linked libraries: rm {_torchaudio_libraries()} (the pure-Python rest of "
+           "torchaudio is all torchcrepe and transformers need; scripts/setup.sh in the rvc-peft repository does "
+           "this; repeat it after any torchaudio reinstall)")
+    trap = "PyPI's Linux torchaudio wheels are CUDA builds that fail to import on a machine without CUDA"
+    if not isinstance(exc, ImportError):  # installed but broken: almost always torchaudio's CUDA libraries
+        return f"if the error names torchaudio or a CUDA library, it is torchaudio (imported by {module}): {trap}; {fix}"
+    return (f"install the pitch extra: {_INSTALL_HINT}; it pulls in torchcrepe -> torchaudio, and {trap} (breaking "
+            f"torchcrepe and `import transformers`); on such a machine, after installing, {fix}")
+
+
 def _import_extra(module: str, method: str):
     try:
         with warnings.catch_warnings():  # pyworld imports the deprecated pkg_resources
@@ -81,7 +110,7 @@ def _import_extra(module: str, method: str):
             return importlib.import_module(module)
     except (ImportError, OSError) as exc:  # OSError: e.g. torchcrepe -> torchaudio with CUDA-linked .so files
         raise PitchError(f"f0 method {method!r} needs the optional package {module!r}, which cannot be imported "
-                         f"({type(exc).__name__}: {exc}); install the pitch extra: {_INSTALL_HINT}") from exc
+                         f"({type(exc).__name__}: {exc}); {_install_hint(module, exc)}") from exc
 
 
 def _fit_length(f0: np.ndarray, p_len: int, symmetric: bool = False) -> np.ndarray:

@@ -235,6 +235,7 @@ class RMVPE(nn.Module):
         self.model.eval()
         self.register_buffer("mel_basis", torch.tensor(mel_filterbank(), dtype=torch.float32), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self.weights_path: str | None = None  # the local file `load_rmvpe` read; None otherwise
 
     @property
     def device(self) -> torch.device:
@@ -355,4 +356,6 @@ def load_rmvpe(path_or_hub_id: str | os.PathLike | None = None, device: str | to
     e2e.load_state_dict(state, strict=True, assign=True)
     # float16 files (the released rmvpe.pt is ~181 MB for 90 M parameters) are cast to the requested dtype
     e2e = e2e.to(device=device, dtype=dtype)
-    return RMVPE(e2e).to(device).eval()
+    model = RMVPE(e2e).to(device).eval()
+    model.weights_path = str(path)
+    return model

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 
-from rvc_peft.data.dataset import DatasetFormatError, DatasetWriter, RVCDatasetInfo, load_rvc_dataset
+from rvc_peft.data.dataset import (
+    UNLOCKED_STALE_SECONDS,
+    DatasetFormatError,
+    DatasetWriter,
+    RVCDatasetInfo,
+    load_rvc_dataset,
+    remove_stale_builds,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _info(**kw):
@@ -93,3 +107,111 @@ def test_load_errors(tmp_path):
     shutil.rmtree(out / "dataset")
     with pytest.raises(DatasetFormatError, match="dataset/ is missing"):
         load_rvc_dataset(out)
+
+
+_KILLED_WRITERS = """
+import os, signal, sys
+import numpy as np
+from rvc_peft.data.dataset import INFO_FILE, DatasetWriter, RVCDatasetInfo
+
+row = {"audio": np.zeros(800, np.float32), "phone": np.full((3, 4), 9, np.float32), "speaker_id": 0,
+       "source_file": "new.wav", "offset": 0.0, "slice_index": 0}
+adding = DatasetWriter(sys.argv[1], 4, False)  # killed while adding rows
+adding.add(row)
+swapping = DatasetWriter(sys.argv[2], 4, False)  # killed inside finish, between moving its dataset in and its json
+for _ in range(3):
+    swapping.add(row)
+real_replace = os.replace
+
+def replace(src, dst):
+    if os.path.basename(dst) == INFO_FILE and os.path.dirname(os.path.abspath(dst)) == os.path.abspath(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+
+os.replace = replace
+swapping.finish(RVCDatasetInfo(sample_rate=40000, version="v1", use_f0=False, f0_method=None, content_encoder="x",
+                               content_dim=4, hop_length=400), progress=False)
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGKILL")
+def test_folders_of_killed_writers_are_removed_and_an_unfinished_swap_undone(tmp_path):
+    import signal
+
+    adding, swapping = tmp_path / "adding", tmp_path / "swapping"
+    _write(swapping)  # the dataset a killed rebuild must not cost
+    before = load_rvc_dataset(swapping)[0].to_dict()
+    result = subprocess.run([sys.executable, "-c", _KILLED_WRITERS, str(adding), str(swapping)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    # What a hard kill leaves: each writer's folder and its lock file; in `swapping` the new table (no pitch
+    # columns) already replaced dataset/ while rvc_dataset.json still describes the old pitch dataset
+    for out_dir in (adding, swapping):
+        (folder,) = [p for p in out_dir.iterdir() if p.is_dir() and p.name.startswith(".building-")]
+        assert (out_dir / (folder.name + ".lock")).is_file()
+    with pytest.raises(DatasetFormatError, match=r"swapping/dataset: missing columns \['pitch', 'pitchf'\]"):
+        load_rvc_dataset(swapping)
+
+    assert [p.parent.name for p in remove_stale_builds(swapping)] == ["swapping"]
+    assert sorted(p.name for p in swapping.iterdir()) == ["dataset", "rvc_dataset.json"]
+    assert load_rvc_dataset(swapping)[0].to_dict() == before  # the dataset from before the killed run is back
+
+    _write(adding, rows=3)  # a new writer clears what the killed one left
+    assert sorted(p.name for p in adding.iterdir()) == ["dataset", "rvc_dataset.json"]
+    assert load_rvc_dataset(adding)[1].num_rows == 3
+
+
+def test_folders_of_live_writers_are_left_alone(tmp_path):
+    out_dir = tmp_path / "out"
+    live = DatasetWriter(out_dir, 4, False)
+    live.add({"audio": np.zeros(10), "phone": np.zeros((1, 4)), "speaker_id": 0, "source_file": "live.wav",
+              "offset": 0.0, "slice_index": 0})
+    (folder,) = [p for p in out_dir.iterdir() if p.is_dir()]
+    day_ago = time.time() - 86400
+    os.utime(folder, (day_ago, day_ago))  # however old: a held lock means a live writer
+    assert remove_stale_builds(out_dir) == []
+    _write(out_dir)  # another writer starts and finishes meanwhile
+    assert folder.is_dir()
+    info = live.finish(_info(use_f0=False), progress=False)
+    assert info.num_rows == 1 and load_rvc_dataset(out_dir)[0]["source_file"] == ["live.wav"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["dataset", "rvc_dataset.json"]
+
+
+def test_unlocked_leftovers_are_removed_only_when_old(tmp_path):
+    out_dir = tmp_path / "out"
+    _write(out_dir)
+    legacy = out_dir / ".building-legacy1"  # an older rvc-peft's folder: no lock file to ask
+    legacy.mkdir()
+    (legacy / "rows.arrow").write_bytes(b"x" * 10)
+    orphan = out_dir / ".building-orphan1.lock"  # a lock file without its folder
+    orphan.write_bytes(b"")
+    assert remove_stale_builds(out_dir) == []
+    assert legacy.is_dir() and orphan.is_file()
+    old = time.time() - UNLOCKED_STALE_SECONDS - 60
+    for path in (legacy, legacy / "rows.arrow", orphan):
+        os.utime(path, (old, old))
+    (legacy / "recent.arrow").write_bytes(b"y")  # anything recently written keeps the folder
+    assert remove_stale_builds(out_dir) == [] and legacy.is_dir() and not orphan.exists()
+    os.utime(legacy / "recent.arrow", (old, old))
+    os.utime(legacy, (old, old))
+    assert remove_stale_builds(out_dir) == [legacy]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["dataset", "rvc_dataset.json"]
+    assert load_rvc_dataset(out_dir)[1].num_rows == 2
+
+
+def test_swap_killed_after_moving_the_old_dataset_aside_is_undone(tmp_path):
+    # The other unfinished state of `finish`: the old dataset/ already in the build folder's previous/, the new
+    # one not yet moved in (made here by hand: the subprocess test above covers the later kill point).
+    out_dir, other = tmp_path / "out", tmp_path / "other"
+    _write(out_dir)
+    before = load_rvc_dataset(out_dir)[0].to_dict()
+    _write(other, rows=3)
+    folder = out_dir / ".building-killed1"
+    folder.mkdir()
+    (out_dir / ".building-killed1.lock").write_bytes(b"")  # nobody holds it: its writer is dead
+    shutil.copytree(other / "dataset", folder / "dataset")
+    shutil.copy(other / "rvc_dataset.json", folder / "rvc_dataset.json")
+    os.replace(out_dir / "dataset", folder / "previous")
+    assert remove_stale_builds(out_dir) == [folder]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["dataset", "rvc_dataset.json"]
+    assert load_rvc_dataset(out_dir)[0].to_dict() == before

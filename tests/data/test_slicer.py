@@ -126,3 +126,41 @@ def test_invalid_arguments():
         Slicer(SR, min_length=100, min_interval=400)
     with pytest.raises(ValueError, match="max_sil_kept >= hop_size"):
         Slicer(SR, max_sil_kept=5)
+
+
+def _random_recording(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Tone bursts with amplitude noise and near-silent noise stretches of random lengths (0.05-2.5 s)."""
+    parts = []
+    for _ in range(rng.integers(1, 8)):
+        n = int(rng.uniform(0.05, 2.5) * sr)
+        if rng.random() < 0.5:
+            t = np.arange(n) / sr
+            tone = np.sin(2 * np.pi * rng.uniform(80, 400) * t)
+            parts.append(rng.uniform(0.05, 0.5) * tone * (1 + 0.5 * rng.standard_normal(n)))
+        else:
+            parts.append(rng.uniform(0, 0.003) * rng.standard_normal(n))
+    return np.concatenate(parts)
+
+
+def test_same_pieces_as_rvc_slicer2_on_random_recordings():
+    rvc_slicer2 = pytest.importorskip("rvc.lib.slicer2", reason="RVC reference code (pip install --no-deps rvc)")
+    from rvc_peft.data.preprocess import highpass
+
+    rng = np.random.default_rng(0)
+    cut = 0
+    for trial in range(90):
+        sr = (32000, 40000, 48000)[trial % 3]
+        audio = highpass(_random_recording(rng, sr), sr)
+        if trial % 5 == 4:  # stereo: loudness from the channel mean, every channel cut at the same places
+            audio = np.stack([audio, 0.7 * audio[::-1]])
+        # RVC's training preprocessing calls slicer2 with these numbers (they are not slicer2's defaults)
+        kwargs = {"threshold": -42, "min_length": 1500, "min_interval": 400, "hop_size": 15, "max_sil_kept": 500}
+        if trial % 9 == 8:  # and other settings, to compare the rules rather than one configuration
+            kwargs = {"threshold": -30, "min_length": 800, "min_interval": 200, "hop_size": 10, "max_sil_kept": 150}
+        expected = rvc_slicer2.Slicer(sr=sr, **kwargs).slice(audio)
+        chunks = Slicer(sr, **kwargs).slice(audio)
+        assert len(chunks) == len(expected), trial
+        for chunk, reference in zip(chunks, expected):
+            np.testing.assert_array_equal(chunk, reference)
+        cut += len(expected) > 1
+    assert cut >= 30  # most recordings were actually cut somewhere

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 
 import numpy as np
@@ -195,8 +197,13 @@ def test_unknown_method_lists_known_ones():
 def test_missing_extra_names_the_install_command(monkeypatch, method, module):
     monkeypatch.setattr(pitch, "_MODEL_CACHE", {})
     monkeypatch.setitem(sys.modules, module, None)  # makes ``import module`` raise ImportError
-    with pytest.raises(PitchError, match=rf"'{module}'.*pip install \"rvc-peft\[pitch\]\""):
+    with pytest.raises(PitchError, match=rf"'{module}'.*pip install \"rvc-peft\[pitch\]\"") as info:
         extract_f0(np.zeros(3200, np.float32), method)
+    # the extra pulls in torchaudio, a CUDA build on PyPI for Linux: the hint says how to make it importable
+    spec = importlib.util.find_spec("torchaudio")
+    libraries = (os.path.join(os.path.dirname(spec.origin), "lib", "*.so") if spec
+                 else "<site-packages>/torchaudio/lib/*.so")
+    assert f"rm {libraries}" in str(info.value) and "scripts/setup.sh" in str(info.value)
 
 
 def test_broken_torchaudio_under_torchcrepe_is_reported(monkeypatch):
@@ -208,8 +215,11 @@ def test_broken_torchaudio_under_torchcrepe_is_reported(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(pitch.importlib, "import_module", import_module)
-    with pytest.raises(PitchError, match=r"'torchcrepe'.*OSError: libc10_cuda\.so.*rvc-peft\[pitch\]"):
+    with pytest.raises(PitchError, match=r"'torchcrepe'.*OSError: libc10_cuda\.so.*it is torchaudio \(imported "
+                                         r"by torchcrepe\).*CUDA builds.*rm \S*torchaudio/lib/\*\.so"
+                                         r".*scripts/setup\.sh") as info:
         extract_f0(np.zeros(3200, np.float32), "crepe-tiny")
+    assert "pip install" not in str(info.value)  # installed but broken: reinstalling would not help
 
 
 def test_bad_input_is_rejected_clearly():

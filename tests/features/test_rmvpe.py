@@ -64,19 +64,7 @@ def _tiny_rmvpe(seed: int = 0) -> RMVPE:
     return RMVPE(E2E(n_blocks=1, inter_layers=1, en_out_channels=2))
 
 
-@pytest.fixture(scope="module")
-def saved_rmvpe(tmp_path_factory):
-    """A full-size random RMVPE with non-trivial BatchNorm statistics, saved as a plain state dict."""
-    torch.manual_seed(1)
-    model = E2E().eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-            module.num_batches_tracked.fill_(1234)
-    path = tmp_path_factory.mktemp("rmvpe") / "rmvpe.pt"
-    torch.save(model.state_dict(), path)
-    return model, path
+# saved_rmvpe (a full-size random RMVPE file): tests/features/conftest.py
 
 
 def test_key_inventory_matches_rvc_rmvpe_pt():
@@ -96,7 +84,7 @@ def test_key_inventory_matches_rvc_rmvpe_pt():
 def test_random_weights_in_rvc_layout_load_strictly(saved_rmvpe):
     model, path = saved_rmvpe
     loaded = load_rmvpe(path)
-    assert not loaded.training and isinstance(loaded.model, E2E)
+    assert not loaded.training and isinstance(loaded.model, E2E) and loaded.weights_path == str(path)
     reference = model.state_dict()
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, reference[key]), key
@@ -250,3 +238,30 @@ def test_extract_f0_rmvpe_plumbing(saved_rmvpe, monkeypatch):
     np.testing.assert_array_equal(from_file, again)
     np.testing.assert_array_equal(from_file[:21], RMVPE(model).infer_from_audio(audio))
     np.testing.assert_array_equal(from_file[21:], 0)
+
+
+def test_bench_f0_scores_rmvpe_only_with_real_weights(saved_rmvpe, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.setattr(pitch, "_MODEL_CACHE", {})  # the run caches the 362 MB model: drop it afterwards
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_f0.py"
+    spec = importlib.util.spec_from_file_location("bench_f0", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    speed_only = bench.run(["rmvpe"], 0.6, with_speech=False)
+    entry = speed_only["results"]["rmvpe"]
+    assert speed_only["rmvpe_weights"] == "random (speed only)" and entry["weights"] == "random"
+    assert "RANDOM weights" in entry["note"] and set(entry["synthetic"]) == {"s_per_s", "cpu_s_per_s"}
+
+    _, path = saved_rmvpe
+    scored = bench.run(["rmvpe"], 0.6, with_speech=False, rmvpe_weights=str(path))
+    entry = scored["results"]["rmvpe"]
+    assert scored["rmvpe_weights"] == entry["weights"] == str(path) and "note" not in entry
+    assert {"gpe_percent", "median_abs_cents", "vde_percent", "frames", "per_clip"} <= set(entry["synthetic"])
+    assert set(entry["synthetic"]["per_clip"]) == set(scored["synthetic_clips"])
+    # the benchmark's accuracy is that of extract_f0 with these weights, recomputed here for one clip
+    name, audio, truth = bench.synthetic_set(0.6)[1]
+    expected = bench.accuracy([(extract_f0(audio, "rmvpe", rmvpe_model=str(path)), truth)])  # cached by the run
+    assert entry["synthetic"]["per_clip"][name] == {k: v for k, v in expected.items() if k != "frames"}
