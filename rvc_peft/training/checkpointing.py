@@ -150,20 +150,31 @@ class CheckpointManager:
         accelerator = self.accelerator
         final = self.output_dir / f"{CHECKPOINT_PREFIX}{step}"
         temp = self.output_dir / f"{TEMP_PREFIX}{step}"
-        if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.output_dir.glob(f"{TEMP_PREFIX}*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            temp.mkdir()
-        accelerator.wait_for_everyone()
-        error: BaseException | None = None
+        # Every process must reach the failure-flag reduction below whatever goes wrong, or the others wait there
+        # forever; hence `except Exception` and not a list of types: a full disk surfaces as OSError from Python,
+        # SafetensorError from safetensors and RuntimeError from torch.save, and a failing hook can raise anything.
+        error: Exception | None = None
         try:
-            accelerator.save_state(str(temp))
             if accelerator.is_main_process:
-                payload = json.dumps({**state, "step": step}, indent=2, sort_keys=True)
-                (temp / STATE_FILE).write_text(payload + "\n", encoding="utf-8")
-        except OSError as err:  # disk full, permissions, quota
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                for stale in self.output_dir.glob(f"{TEMP_PREFIX}*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+                temp.mkdir()
+        except Exception as err:  # noqa: BLE001 (see above: must not escape before the reduction)
             error = err
+        accelerator.wait_for_everyone()
+        try:
+            if error is None:
+                accelerator.save_state(str(temp))
+                if accelerator.is_main_process:
+                    payload = json.dumps({**state, "step": step}, indent=2, sort_keys=True)
+                    (temp / STATE_FILE).write_text(payload + "\n", encoding="utf-8")
+        except Exception as err:  # noqa: BLE001 (see above)
+            error = err
+        except BaseException:  # a second Ctrl-C while writing: abort, but leave no half-written folder behind
+            if accelerator.is_main_process:
+                shutil.rmtree(temp, ignore_errors=True)
+            raise
         failed = torch.tensor([1.0 if error is not None else 0.0], device=accelerator.device)
         if accelerator.num_processes > 1:
             failed = accelerator.reduce(failed, reduction="sum")
@@ -174,8 +185,9 @@ class CheckpointManager:
             previous = list_checkpoints(self.output_dir)
             keep = f"; the last complete checkpoint is {previous[-1][1]}" if previous else ""
             reason = f"{type(error).__name__}: {error}" if error is not None else "another process failed to write"
-            raise CheckpointSaveError(f"could not write checkpoint {final} ({reason}){keep}. Free disk space (or "
-                                      "lower --checkpoints_total_limit) and resume with --resume_from_checkpoint latest")
+            raise CheckpointSaveError(f"could not write checkpoint {final} ({reason}){keep}. Check the free disk "
+                                      "space, quota and permissions (or lower --checkpoints_total_limit) and resume "
+                                      "with --resume_from_checkpoint latest") from error
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if final.exists():  # re-saving a step (e.g. interrupted right after resuming): swap, then delete the old

@@ -12,7 +12,8 @@ class TrainingSetupError(TrainingError, ValueError):
 
 
 class NonFiniteLossError(TrainingError):
-    """A loss became NaN or infinite; training stopped without saving the broken state."""
+    """A loss, a gradient norm or a trainable weight became NaN or infinite; training stopped without saving the
+    broken state (every checkpoint on disk passed this check)."""
 
 
 class CheckpointSaveError(TrainingError):

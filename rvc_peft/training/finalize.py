@@ -9,11 +9,13 @@ voice (`--export_rvc`) -> upload (`--push_to_hub`: adapter, card, index, samples
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from accelerate.logging import get_logger
 
 from .validation import convert_clip, mel_l1
@@ -21,6 +23,37 @@ from .validation import convert_clip, mel_l1
 logger = get_logger(__name__)
 
 HUB_IGNORE = ["checkpoint-*", "checkpoint-*/*", ".tmp-checkpoint-*", "logs/*", "logs/**", "*.pth"]
+# how long the other processes wait for the main one's end-of-training work (index, reload check, export, upload)
+END_OF_TRAINING_TIMEOUT = timedelta(hours=24)
+
+
+class EndOfTrainingBarrier:
+    """Where the other processes wait for the main one at the end of training; create it on every process.
+
+    Only the main process builds the index, reloads, exports and uploads; the others wait so that all of them shut
+    the process group down together (an NCCL teardown can block or hang while a peer still uses the group). On the
+    default process group that wait is a collective under its timeout (NCCL: 10 minutes), and a slow upload would
+    kill the job after training succeeded. Raising the default timeout would also delay the detection of a hung
+    training step, so this wait gets a gloo group of its own with a long timeout. Gloo notices a peer that exits,
+    so a main process that fails here still ends the others at once, not after the timeout. The group is created at
+    setup, so that a network problem with it shows before training rather than after.
+    """
+
+    def __init__(self, accelerator: Any, timeout: timedelta = END_OF_TRAINING_TIMEOUT) -> None:
+        self.accelerator = accelerator
+        self.group = None
+        if accelerator.num_processes > 1 and dist.is_available() and dist.is_initialized():
+            try:
+                self.group = dist.new_group(backend="gloo", timeout=timeout)
+            except (RuntimeError, ValueError) as err:  # e.g. a backend set up without a store gloo can use
+                logger.warning("no gloo group for the end-of-training wait (%s): the processes will wait for the main "
+                               "one under the default timeout, which a long upload can exceed", err)
+
+    def wait(self) -> None:
+        if self.group is not None:
+            dist.barrier(group=self.group)
+        else:  # one process (no-op), or a launcher without torch.distributed (e.g. XLA)
+            self.accelerator.wait_for_everyone()
 
 
 def training_summary(trainer: Any, elapsed: float) -> dict[str, Any]:
@@ -132,7 +165,7 @@ def create_hub_repo(args: Any) -> str:
 def finish_training(trainer: Any, result: Any, elapsed: float) -> Any:
     """Run the end-of-training sequence (module docstring) and fill `result`."""
     accelerator, args = trainer.accelerator, trainer.args
-    accelerator.wait_for_everyone()
+    # no barrier before the work: every process has just passed the last step's reduction, so they are in step
     if accelerator.is_main_process:
         if len(trainer.validator) and trainer.global_step % args.validation_steps != 0:
             trainer.validate_local()
@@ -161,6 +194,6 @@ def finish_training(trainer: Any, result: Any, elapsed: float) -> Any:
         if args.push_to_hub:
             result.final_check["hub_repo"] = _push(trainer)
         logger.info("adapter saved to %s", trainer.output_dir)
-    accelerator.wait_for_everyone()
+    trainer.end_barrier.wait()  # long timeout: see EndOfTrainingBarrier
     accelerator.end_training()
     return result

@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import logging
 import math
-import os
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -36,9 +32,18 @@ from torch import nn
 
 from ..features.spectrogram import mel_spectrogram, spec_to_mel
 from ..models.synthesizer import slice_segments
-from .checkpointing import CheckpointManager, list_checkpoints, read_training_state, resolve_checkpoint
+from .checkpointing import CheckpointManager, read_training_state, resolve_checkpoint
 from .data import LengthBucketBatchSampler, RVCTrainingDataset, collate_batch
-from .errors import NonFiniteLossError, OutOfMemoryError, TrainingSetupError
+from .errors import TrainingSetupError
+from .finalize import EndOfTrainingBarrier, create_hub_repo, finish_training
+from .guards import (
+    StopRequest,
+    adapter_digest,
+    build_accelerator,
+    check_step_is_finite,
+    is_out_of_memory,
+    out_of_memory_error,
+)
 from .losses import C_KL, discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss
 from .optim import LearningRateSchedule, build_optimizer, build_scheduler
 from .setup import (
@@ -48,10 +53,9 @@ from .setup import (
     describe_trainable,
     load_base_generator,
     load_training_dataset,
-    needs_unused_parameter_search,
     unused_when_mel_only,
 )
-from .validation import Validator, make_clip, mel_image, select_validation_rows
+from .validation import Validator, log_validation, make_clip, select_validation_rows, tensorboard_writer
 
 logger = get_logger(__name__)
 
@@ -61,6 +65,8 @@ RESUME_MUST_MATCH = ("pretrained_model_name_or_path", "rank", "lora_alpha", "lor
                      "train_speaker_embedding", "discriminator_mode", "discriminator_rank", "loss")
 RESUME_SHOULD_MATCH = ("seed", "train_batch_size", "gradient_accumulation_steps", "num_processes",
                        "bucket_by_length", "segment_frames", "num_validation_clips")
+# metrics measured once per update (on the micro-batch that steps the optimisers), not averaged over micro-batches
+PER_UPDATE_PREFIX = "grad_norm"
 
 
 @dataclass
@@ -75,56 +81,6 @@ class TrainingResult:
     validation: dict[str, float] = field(default_factory=dict)
     final_check: dict[str, Any] = field(default_factory=dict)
     adapter_digest: str | None = None
-
-
-class StopRequest:
-    """SIGINT/SIGTERM -> finish the current step, save a checkpoint, exit. A second Ctrl-C aborts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:  # noqa: PYI034 (final in practice; typing.Self needs 3.11)
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("stop requested (%s): finishing this step and saving a checkpoint; press Ctrl-C again to abort "
-                       "without saving", signal.Signals(signum).name)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def adapter_digest(module: nn.Module) -> str:
-    """sha256 over the trainable tensors (name order): equal digests = identical adapters (used across ranks)."""
-    digest = hashlib.sha256()
-    for name, param in sorted(module.named_parameters()):
-        if param.requires_grad:
-            digest.update(name.encode())
-            digest.update(param.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def build_accelerator(args: argparse.Namespace) -> Any:
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
-
-    project = ProjectConfiguration(project_dir=args.output_dir,
-                                   logging_dir=os.path.join(args.output_dir, args.logging_dir))
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=needs_unused_parameter_search(args))
-    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              mixed_precision=args.mixed_precision, log_with=args.report_to,
-                              project_config=project, kwargs_handlers=[ddp])
-    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        raise TrainingSetupError("--mixed_precision fp16 needs a GPU; on the CPU use --mixed_precision bf16 or no")
-    return accelerator
 
 
 class RVCTrainer:
@@ -164,6 +120,7 @@ class RVCTrainer:
         if accelerator.is_main_process:  # only now: a run refused above leaves nothing behind
             self.output_dir.mkdir(parents=True, exist_ok=True)
         self._build_optimisation()
+        self.end_barrier = EndOfTrainingBarrier(accelerator)  # every process, now: a network problem shows up early
         self.stop = StopRequest()
         self.global_step = 0
         self.last_losses: dict[str, float] = {}
@@ -231,6 +188,12 @@ class RVCTrainer:
         self.g_trainable_params = [p for p in self.net_g.parameters() if p.requires_grad]
         self.d_module = accelerator.unwrap_model(self.net_d) if self.net_d is not None else None
         self.d_trainable_params = [p for p in self.d_module.parameters() if p.requires_grad] if self.d_trainable else []
+        # what the NaN/inf guard inspects after every update (names for its message)
+        self.trainable_tensors = [(f"generator.{n}", p) for n, p in accelerator.unwrap_model(self.net_g).named_parameters()
+                                  if p.requires_grad]
+        if self.d_trainable:
+            self.trainable_tensors += [(f"discriminator.{n}", p) for n, p in self.d_module.named_parameters()
+                                       if p.requires_grad]
         accelerator.register_for_checkpointing(self.scheduler_g)
         if self.scheduler_d is not None:
             accelerator.register_for_checkpointing(self.scheduler_d)
@@ -259,10 +222,11 @@ class RVCTrainer:
             for p in self.d_trainable_params:
                 p.requires_grad_(True)
 
-    def _step_optimizer(self, optimizer: Any, params: list[nn.Parameter]) -> torch.Tensor:
-        """Unscale (fp16), measure/clip the gradient norm, step, zero. Returns the norm (0 on accumulation steps)."""
+    def _step_optimizer(self, optimizer: Any, params: list[nn.Parameter]) -> torch.Tensor | None:
+        """Unscale (fp16), measure/clip the gradient norm, step, zero. Returns the norm of the accumulated gradient
+        on the micro-batch that completes an update, None on the others (they only accumulate)."""
         accelerator = self.accelerator
-        norm = torch.zeros((), device=accelerator.device)
+        norm = None
         if accelerator.sync_gradients:
             accelerator.unscale_gradients(optimizer)
             max_norm = self.args.max_grad_norm if self.args.max_grad_norm is not None else float("inf")
@@ -299,7 +263,9 @@ class RVCTrainer:
                         d_real, d_fake, _, _ = self.net_d(wave, y_hat.detach())
                     loss_d, real_terms, fake_terms = discriminator_loss(d_real, d_fake)
                     accelerator.backward(loss_d)
-                    out["grad_norm_d"] = self._step_optimizer(self.optimizer_d, self.d_trainable_params)
+                    norm_d = self._step_optimizer(self.optimizer_d, self.d_trainable_params)
+                    if norm_d is not None:
+                        out["grad_norm_d"] = norm_d
                 with self._discriminator_frozen(), accelerator.autocast():
                     d_real, d_fake, fmap_real, fmap_fake = self.d_module(wave, y_hat)
                 if not self.d_trainable:  # frozen D: report its loss from this forward, at no extra cost
@@ -313,7 +279,9 @@ class RVCTrainer:
                 for i, (r, f, g) in enumerate(zip(real_terms, fake_terms, gen_terms)):
                     out[f"loss/d_r/{i}"], out[f"loss/d_g/{i}"], out[f"loss/g/{i}"] = r, f, g
             accelerator.backward(loss_g)
-            out["grad_norm_g"] = self._step_optimizer(self.optimizer_g, self.g_trainable_params)
+            norm_g = self._step_optimizer(self.optimizer_g, self.g_trainable_params)
+            if norm_g is not None:
+                out["grad_norm_g"] = norm_g
         out["loss/g/total"] = loss_g.detach()
         out["loss/g/mel"] = loss_mel.detach()
         if accelerator.is_main_process:
@@ -322,10 +290,14 @@ class RVCTrainer:
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def _reduce(self, sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, float], bool]:
-        """Average the accumulated terms over micro-batches and processes; also agree on a stop request."""
+        """Average the accumulated terms over micro-batches and processes; also agree on a stop request.
+
+        Losses are summed over the `count` micro-batches of the update; gradient norms exist only on its last one.
+        """
         accelerator = self.accelerator
         names = sorted(sums)
-        vector = torch.stack([sums[n].to(accelerator.device) / count for n in names]
+        vector = torch.stack([sums[n].to(accelerator.device) / (1 if n.startswith(PER_UPDATE_PREFIX) else count)
+                              for n in names]
                              + [torch.tensor(float(self.stop.requested), device=accelerator.device)])
         if accelerator.num_processes > 1:
             vector = accelerator.reduce(vector, reduction="sum")
@@ -334,15 +306,10 @@ class RVCTrainer:
         return dict(zip(names, values[:-1])), values[-1] > 0
 
     def _check_finite(self, losses: dict[str, float]) -> None:
-        bad = {k: v for k, v in losses.items() if k.startswith("loss/") and not math.isfinite(v)}
-        if bad:
-            found = list_checkpoints(self.output_dir)
-            last = f"the last good checkpoint is {found[-1][1]}" if found else "no checkpoint was saved yet"
-            name, value = next(iter(bad.items()))
-            raise NonFiniteLossError(
-                f"{name} became {value} at step {self.global_step}; training stopped and nothing was saved from this "
-                f"state ({last}). Try a lower --learning_rate, --mixed_precision bf16 or no, or check the dataset for "
-                "broken slices; then --resume_from_checkpoint latest.")
+        # Every rank reaches the same verdict: the losses and norms were just reduced across processes, and DDP
+        # keeps the trainable weights identical on all of them.
+        check_step_is_finite(losses, self.trainable_tensors, step=self.global_step, output_dir=self.output_dir,
+                             scaler_active=self.accelerator.scaler is not None)
 
     def resume(self) -> int:
         """Load `--resume_from_checkpoint` if given; returns the step to continue from."""
@@ -375,13 +342,7 @@ class RVCTrainer:
         return path
 
     def _tensorboard(self) -> Any:
-        if not self.args.report_to or not self.accelerator.is_main_process:
-            return None
-        try:
-            writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
-        except ValueError:
-            return None
-        return writer if hasattr(writer, "add_audio") else None
+        return tensorboard_writer(self.accelerator)
 
     def validate(self) -> dict[str, float]:
         """All processes call this; the main one converts and logs (see `validate_local`), the others wait."""
@@ -391,23 +352,9 @@ class RVCTrainer:
 
     def validate_local(self) -> dict[str, float]:
         """Convert the held-out clips with the live adapter, log metrics, audio and mel images (this process)."""
-        accelerator = self.accelerator
-        metrics: dict[str, float] = {}
-        writer = self._tensorboard()
-        if writer is not None and self._last_mels is not None:
-            writer.add_image("mel/train_target", mel_image(self._last_mels[0]), self.global_step, dataformats="HW")
-            writer.add_image("mel/train_generated", mel_image(self._last_mels[1]), self.global_step,
-                             dataformats="HW")
+        metrics = log_validation(self.accelerator, self.accelerator.unwrap_model(self.net_g), self.validator,
+                                 self.global_step, self._last_mels)
         if len(self.validator):
-            model = accelerator.unwrap_model(self.net_g)
-            metrics, outputs = self.validator.run(model)
-            accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=self.global_step)
-            if writer is not None:
-                for clip, audio in zip(self.validator.clips, outputs):
-                    writer.add_audio(f"validation/{clip.name}", torch.from_numpy(audio)[None], self.global_step,
-                                     sample_rate=self.config.sampling_rate)
-            logger.info("step %d validation: %s", self.global_step,
-                        ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             self.last_validation = metrics
         return metrics
 
@@ -419,8 +366,6 @@ class RVCTrainer:
         trainable, total = describe_trainable(accelerator.unwrap_model(self.net_g))
         self.global_step = self.resume()
         if args.push_to_hub and accelerator.is_main_process:
-            from .finalize import create_hub_repo
-
             create_hub_repo(args)  # fail fast on a bad token or name, not after hours of training
         if accelerator.is_main_process:
             tracker_config = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
@@ -464,17 +409,17 @@ class RVCTrainer:
                                          lr=f"{losses['learning_rate']:.2e}")
                     if self.global_step % args.logging_steps == 0 or self.global_step == args.max_train_steps:
                         accelerator.log(losses, step=self.global_step)
-                    saved = False
-                    if self.global_step % args.checkpointing_steps == 0:
+                    # A stop request saves before anything else and skips this step's validation: under accelerate
+                    # launch the workers are SIGKILLed 30 s after the signal (see StopRequest). On the last step
+                    # it just lets the run finish.
+                    stopping = stop and self.global_step < args.max_train_steps
+                    if stopping or self.global_step % args.checkpointing_steps == 0:
                         self.save_checkpoint()
-                        saved = True
-                    if self.global_step % args.validation_steps == 0:
-                        self.validate()
-                    if stop and self.global_step < args.max_train_steps:  # on the last step: just finish
-                        if not saved:
-                            self.save_checkpoint()
+                    if stopping:
                         interrupted = True
                         break
+                    if self.global_step % args.validation_steps == 0:
+                        self.validate()
                     if self.global_step >= args.max_train_steps:
                         break
                 if interrupted:
@@ -491,8 +436,6 @@ class RVCTrainer:
             logger.warning("stopped at step %d; continue with --resume_from_checkpoint latest", self.global_step)
             accelerator.end_training()
             return result
-        from .finalize import finish_training
-
         return finish_training(self, result, elapsed)
 
     def _step_schedulers(self) -> None:
@@ -508,18 +451,10 @@ class RVCTrainer:
         try:
             return self.train_step(batch)
         except RuntimeError as err:
-            message = str(err)
-            oom = isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in message.lower() or (
-                "can't allocate memory" in message.lower())
-            if not oom:
+            if not is_out_of_memory(err):
                 raise
-            args = self.args
-            raise OutOfMemoryError(
-                f"out of memory at step {self.global_step + 1} (batch {args.train_batch_size} per process, "
-                f"{self.segment_frames}-frame window, mixed precision {self.accelerator.mixed_precision}). Try "
-                f"--train_batch_size {max(1, args.train_batch_size // 2)} with --gradient_accumulation_steps "
-                f"{args.gradient_accumulation_steps * 2}, --segment_frames {max(8, self.segment_frames // 2)}, or "
-                "--mixed_precision bf16/fp16; resume with --resume_from_checkpoint latest") from err
+            raise out_of_memory_error(self.args, step=self.global_step + 1, segment_frames=self.segment_frames,
+                                      mixed_precision=self.accelerator.mixed_precision) from err
 
 
 def main(args: argparse.Namespace, *, discriminator: nn.Module | None = None) -> TrainingResult:

@@ -143,6 +143,39 @@ class Validator:
         return metrics, outputs
 
 
+def tensorboard_writer(accelerator: Any) -> Any | None:
+    """The main process's TensorBoard `SummaryWriter` (None elsewhere, or when not logging to TensorBoard)."""
+    if not accelerator.trackers or not accelerator.is_main_process:
+        return None
+    try:
+        writer = accelerator.get_tracker("tensorboard", unwrap=True)
+    except ValueError:
+        return None
+    return writer if hasattr(writer, "add_audio") else None
+
+
+def log_validation(accelerator: Any, model: torch.nn.Module, validator: Validator, step: int,
+                   last_mels: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+    """Convert the held-out clips with `model` and log metrics, audio and the last training mels (this process).
+
+    Returns the metrics ({} without held-out clips). Call it on the main process only: nothing here synchronises.
+    """
+    writer = tensorboard_writer(accelerator)
+    if writer is not None and last_mels is not None:
+        writer.add_image("mel/train_target", mel_image(last_mels[0]), step, dataformats="HW")
+        writer.add_image("mel/train_generated", mel_image(last_mels[1]), step, dataformats="HW")
+    if not len(validator):
+        return {}
+    metrics, outputs = validator.run(model)
+    accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=step)
+    if writer is not None:
+        for clip, audio in zip(validator.clips, outputs):
+            writer.add_audio(f"validation/{clip.name}", torch.from_numpy(audio)[None], step,
+                             sample_rate=validator.config.sampling_rate)
+    logger.info("step %d validation: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return metrics
+
+
 def mel_image(mel: torch.Tensor) -> np.ndarray:
     """A log-mel [n_mels, T] as a [n_mels, T] image in 0..1, low frequencies at the bottom (for TensorBoard)."""
     mel = mel.detach().float().cpu()

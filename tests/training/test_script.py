@@ -39,6 +39,20 @@ def test_script_reports_setup_errors_without_a_traceback(tmp_path, monkeypatch, 
     assert "Traceback" not in stderr
 
 
+def test_rvc_peft_train_command_trains_an_adapter(assets, tmp_path, capsys):
+    from rvc_peft.cli import main as cli_main
+
+    out = tmp_path / "out"
+    code = cli_main(["train", *train_args(assets["base"], assets["data"], out, "--loss", "mel", "--max_train_steps",
+                                          "1", "--num_validation_clips", "0", "--skip_final_validation")])
+    assert code == 0
+    assert (out / "adapter_model.safetensors").is_file() and "| steps | 1 |" in (out / "README.md").read_text()
+    code = cli_main(["train", *train_args(assets["base"], tmp_path / "nodata", tmp_path / "out2")])
+    stderr = capsys.readouterr().err
+    assert code == 1 and "rvc-peft train: error: --train_data_dir:" in stderr and "nodata: no such folder" in stderr
+    assert "Traceback" not in stderr
+
+
 def test_example_accelerate_configs_parse():
     from accelerate.commands.config.config_args import load_config_from_file
 

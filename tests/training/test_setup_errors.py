@@ -1,6 +1,11 @@
-"""Bad inputs fail before the first step with a message that names the files and what does not match."""
+"""Bad inputs fail before the first step with a message that names the files and what does not match (and a real
+pretrained discriminator file that does fit trains)."""
+
+import json
+import shutil
 
 import pytest
+import torch
 
 from rvc_peft.checkpoints import export_rvc, save_rvc_checkpoint
 from rvc_peft.testing import random_synthesizer, small_config
@@ -21,6 +26,24 @@ def test_missing_and_foreign_dataset_folders(assets, tmp_path):
     (tmp_path / "foreign").mkdir()
     with pytest.raises(TrainingSetupError, match=r"foreign: not an rvc-peft dataset"):
         _trainer(assets, tmp_path / "out", data=tmp_path / "foreign")
+
+
+def test_empty_dataset_and_no_slice_long_enough_are_refused_before_anything_is_written(assets, tmp_path):
+    out = tmp_path / "out"
+    empty = tmp_path / "empty"
+    shutil.copytree(assets["data"], empty)  # a dataset whose description says it has no slices
+    info = json.loads((empty / "rvc_dataset.json").read_text())
+    (empty / "rvc_dataset.json").write_text(json.dumps({**info, "num_rows": 0}))
+    with pytest.raises(TrainingSetupError, match=r"--train_data_dir: .*empty: the dataset is empty \(0 slices\)"):
+        _trainer(assets, out, data=empty, discriminator=narrow_discriminator())
+    # 0.5 s slices are 50 frames: a 60-frame window fits none of them
+    with pytest.raises(TrainingSetupError, match=r"no slice is long enough to train on \(6 slices, 1 held out for "
+                                                 r"validation, the window is 60 frames\); add audio, lower "
+                                                 r"--num_validation_clips or --segment_frames"):
+        _trainer(assets, out, "--segment_frames", "60", discriminator=narrow_discriminator())
+    with pytest.raises(TrainingSetupError, match=r"no slice is long enough to train on \(6 slices, 6 held out"):
+        _trainer(assets, out, "--num_validation_clips", "6", discriminator=narrow_discriminator())
+    assert not out.exists()  # a refused run leaves nothing behind
 
 
 def test_dataset_that_does_not_fit_the_base_names_both(assets, tmp_path):
@@ -83,3 +106,42 @@ def test_resume_with_another_adapter_shape_is_refused(assets, tmp_path):
         main(parse_args(train_args(assets["base"], assets["data"], out, "--loss", "mel", "--resume_from_checkpoint",
                                    str(tmp_path / "missing"))))
 
+
+
+def test_training_from_a_real_full_size_discriminator_file(tmp_path):
+    """A full-size RVC v1 `D` file (as f0D40k.pth, random weights) loads, fits a v1 base and trains one step.
+
+    The loader only takes RVC's real discriminator shapes, so this is the one test with the full 55M-parameter
+    model: v1 (smaller than v2), batch 1, the minimal window, --discriminator_mode lora (so the fixed cost is the
+    forward/backward through D, not 55M parameters of AdamW state).
+    """
+    from rvc_peft.checkpoints import load_discriminator, save_rvc_checkpoint
+    from rvc_peft.models import MultiPeriodDiscriminator
+
+    from .utils import save_base
+
+    config = small_config("v1")
+    base = save_base(tmp_path / "f0G40k.pth", config)
+    data = make_synthetic_dataset(tmp_path / "data", config, n_rows=2, seconds=0.3)
+    torch.manual_seed(0)
+    d_file = save_rvc_checkpoint(MultiPeriodDiscriminator("v1"), tmp_path / "f0D40k.pth", kind="base")
+    out = tmp_path / "out"
+    args = parse_args(train_args(base, data, out, "--pretrained_discriminator", str(d_file), "--discriminator_mode",
+                                 "lora", "--train_batch_size", "1", "--max_train_steps", "1",
+                                 "--num_validation_clips", "0", "--skip_final_validation"))
+    trainer = RVCTrainer(args)
+    # the run's discriminator is the file's (its fresh adapter adds nothing yet): same outputs on the same audio
+    reference = load_discriminator(d_file, version="v1").float()
+    audio = torch.randn(1, 1, 8 * config.hop_length, generator=torch.Generator().manual_seed(1)) * 0.1
+    with torch.no_grad():
+        ours, theirs = trainer.d_module(audio, audio.flip(-1)), reference(audio, audio.flip(-1))
+    for a, b in zip(ours[0] + ours[1], theirs[0] + theirs[1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    adapters = {n: p.detach().clone() for n, p in trainer.d_module.named_parameters() if p.requires_grad}
+    assert adapters and all("lora_" in n for n in adapters)
+    result = trainer.train()
+    assert result.global_step == 1
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in result.losses.items() if k.startswith("loss/"))
+    changed = [n for n, p in trainer.d_module.named_parameters() if p.requires_grad and not torch.equal(p, adapters[n])]
+    assert changed  # the discriminator's adapter trained
+    assert f"lora, from {d_file}" in (out / "README.md").read_text()  # the model card names the D file
