@@ -192,6 +192,10 @@ def _run_convert(args: argparse.Namespace) -> int:
     from .inference import VoiceConverter
     from .inference.batch import collect_inputs, convert_files, plan_outputs
 
+    if str(args.device).startswith("cpu"):
+        from .runtime import retain_freed_memory
+
+        retain_freed_memory()  # reuse the decoder's large buffers instead of re-faulting them (about 1.5x faster)
     output = Path(args.output)
     inputs = collect_inputs(args.inputs, exclude=output)
     if not inputs:

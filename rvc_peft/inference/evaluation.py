@@ -1,0 +1,261 @@
+"""Objective comparison of converted audio with a reference: MCD, F0 error and correlation, V/UV error, SC.
+
+Both signals are analysed at 16 kHz on one frame grid (hop 160 = 10 ms, the grid RVC's pitch uses):
+
+* STFT: Hann window of 1024 samples, hop 160, centred; linear magnitudes `|S|`;
+* mel cepstra: 80 mel bands (0-8 kHz) of the power spectrum, natural log of the mel *amplitude*
+  (`0.5·ln(max(mel_power, 1e-10))`), orthonormal DCT-II, coefficients c1..c24 (c0, the frame energy, is left out,
+  so a pure gain change gives MCD 0);
+* F0: `rvc_peft.features.pitch.extract_f0` (default "pm", Praat's autocorrelation: fast and needs no model
+  weights), one value per frame, 0 = unvoiced.
+
+Frames are paired by dynamic time warping of the mel cepstra (Euclidean cost, steps (1,1), (0,1), (1,0); see `dtw`),
+or one to one when `align="none"` (RVC keeps the timing of its input, so a conversion can be compared with its source
+frame by frame). Over the pairs:
+
+* `mcd_db` = mean of `(10 / ln 10) · sqrt(2 · Σ_d (c_d − c'_d)²)`;
+* `f0_rmse_cents` = RMS of `1200 · log2(f0_conv / f0_ref)` and `f0_corr` = Pearson correlation of F0 in Hz, both over
+  pairs voiced in both signals (None when fewer than two such pairs, or no variance);
+* `vuv_error_rate` = share of pairs whose voicing decisions differ;
+* `spectral_convergence` = `‖|S_ref| − |S_conv|‖_F / ‖|S_ref|‖_F` over the paired frames.
+
+`evaluate(...)` returns a JSON-ready dict; `save_figure(...)` draws F0 tracks and spectrograms side by side (PNG,
+matplotlib's Agg backend, no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+HOP = 160
+N_FFT = 1024
+N_MELS = 80
+N_CEPSTRA = 24  # c1..c24
+MAX_DTW_CELLS = 25_000_000  # about 50 s × 50 s of 10 ms frames (the accumulated cost matrix is kept whole)
+MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
+
+
+class EvaluationError(ValueError):
+    """Inputs that cannot be compared (unreadable, empty, too long to align); the message names the file."""
+
+
+@dataclass
+class Analysis:
+    """Frame-level analysis of one signal (all arrays share the 10 ms frame grid)."""
+
+    name: str
+    audio: np.ndarray  # [L] float32 at 16 kHz
+    magnitude: np.ndarray  # [T, N_FFT // 2 + 1]
+    cepstra: np.ndarray  # [T, N_CEPSTRA] (c1..c24)
+    f0: np.ndarray  # [T] Hz, 0 = unvoiced
+
+    @property
+    def frames(self) -> int:
+        return len(self.f0)
+
+
+def _load(source: Any, sample_rate: int | None, name: str) -> tuple[np.ndarray, str]:
+    from ..features.audio import AudioReadError, load_audio, resample
+
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return load_audio(source, SAMPLE_RATE), str(source)
+        except AudioReadError as err:
+            raise EvaluationError(str(err)) from None
+    if isinstance(source, tuple):
+        source, sample_rate = source
+    audio = np.asarray(source, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1 if audio.shape[1] < audio.shape[0] else 0)
+    if audio.ndim != 1 or audio.size == 0:
+        raise EvaluationError(f"{name}: expected non-empty mono audio, got shape {list(audio.shape)}")
+    if not np.isfinite(audio).all():
+        raise EvaluationError(f"{name}: contains NaN or infinite samples")
+    if sample_rate is None:
+        raise EvaluationError(f"{name}: an array needs its sample rate (pass (audio, sample_rate))")
+    return resample(audio, int(sample_rate), SAMPLE_RATE), name
+
+
+def analyse(source: Any, *, sample_rate: int | None = None, f0_method: str = "pm", name: str = "audio",
+            **f0_kwargs: Any) -> Analysis:
+    """Load (path, array + rate, or (array, rate)) and analyse one signal on the 10 ms grid."""
+    import librosa
+
+    audio, name = _load(source, sample_rate, name)
+    if len(audio) < N_FFT // 2:
+        raise EvaluationError(f"{name}: {len(audio) / SAMPLE_RATE:.3f} s is too short to analyse (at least "
+                              f"{N_FFT // 2 / SAMPLE_RATE:.3f} s)")
+    spec = librosa.stft(audio, n_fft=N_FFT, hop_length=HOP, window="hann", center=True)
+    magnitude = np.abs(spec).T.astype(np.float64)  # [T, bins]
+    mel_basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2)
+    mel_power = (magnitude**2) @ mel_basis.T  # [T, mels]
+    log_amplitude = 0.5 * np.log(np.maximum(mel_power, 1e-10))
+    from scipy.fft import dct
+
+    cepstra = dct(log_amplitude, type=2, norm="ortho", axis=1)[:, 1 : N_CEPSTRA + 1]
+    from ..features.pitch import extract_f0
+
+    f0 = extract_f0(audio, f0_method, p_len=magnitude.shape[0], **f0_kwargs).astype(np.float64)
+    return Analysis(name, audio, magnitude, cepstra, f0)
+
+
+def dtw(cost: np.ndarray) -> tuple[float, np.ndarray]:
+    """Dynamic time warping of a cost matrix [N, M] with steps (1,1), (0,1), (1,0), all of weight 1.
+
+    Returns (total cost of the best path, path [K, 2] of (i, j) from (0, 0) to (N-1, M-1)). The accumulated cost is
+    filled one anti-diagonal at a time (each depends only on the two before it), so it is plain vectorised numpy;
+    ties prefer the diagonal step, then (0,1), then (1,0) (librosa's order).
+    """
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    for k in range(2, n + m + 1):
+        i = np.arange(max(1, k - m), min(n, k - 1) + 1)
+        j = k - i
+        best = np.minimum(acc[i - 1, j - 1], np.minimum(acc[i, j - 1], acc[i - 1, j]))
+        acc[i, j] = cost[i - 1, j - 1] + best
+    path = [(n - 1, m - 1)]
+    i, j = n, m
+    while (i, j) != (1, 1):
+        steps = ((i - 1, j - 1), (i, j - 1), (i - 1, j))
+        i, j = min(steps, key=lambda step: acc[step])  # min() keeps the first of equal values
+        path.append((i - 1, j - 1))
+    return float(acc[n, m]), np.array(path[::-1], dtype=np.int64)
+
+
+def dtw_path(converted: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """DTW of two feature sequences [Tc, D], [Tr, D] (Euclidean cost) -> path [N, 2] of (i_conv, j_ref), in order."""
+    cells = converted.shape[0] * reference.shape[0]
+    if cells > MAX_DTW_CELLS:
+        raise EvaluationError(
+            f"{converted.shape[0]} × {reference.shape[0]} frames are too many to align with DTW (limit "
+            f"{MAX_DTW_CELLS:,} cells, about 50 s each); compare shorter clips or use align='none'")
+    from scipy.spatial.distance import cdist
+
+    return dtw(cdist(converted, reference, metric="euclidean"))[1]
+
+
+def frame_pairs(converted: Analysis, reference: Analysis, align: str = "dtw") -> np.ndarray:
+    """Pairs of frame indices (i in converted, j in reference) the metrics are averaged over."""
+    if align == "dtw":
+        return dtw_path(converted.cepstra, reference.cepstra)
+    if align == "none":
+        n = min(converted.frames, reference.frames)
+        return np.stack([np.arange(n), np.arange(n)], axis=1)
+    raise ValueError(f"align must be 'dtw' or 'none', got {align!r}")
+
+
+def metrics(converted: Analysis, reference: Analysis, pairs: np.ndarray) -> dict[str, Any]:
+    """The metrics of the module docstring over `pairs` [N, 2]."""
+    ic, jr = pairs[:, 0], pairs[:, 1]
+    diff = converted.cepstra[ic] - reference.cepstra[jr]
+    mcd = float(np.mean(MCD_SCALE * np.sqrt((diff**2).sum(axis=1))))
+    ref_mag, conv_mag = reference.magnitude[jr], converted.magnitude[ic]
+    ref_norm = float(np.sqrt((ref_mag**2).sum()))
+    sc = float(np.sqrt(((ref_mag - conv_mag) ** 2).sum())) / ref_norm if ref_norm > 0 else None
+    f0c, f0r = converted.f0[ic], reference.f0[jr]
+    voiced_c, voiced_r = f0c > 0, f0r > 0
+    both = voiced_c & voiced_r
+    rmse = corr = None
+    if both.sum() >= 2:
+        cents = 1200.0 * np.log2(f0c[both] / f0r[both])
+        rmse = float(np.sqrt(np.mean(cents**2)))
+        if np.std(f0c[both]) > 0 and np.std(f0r[both]) > 0:
+            corr = float(np.corrcoef(f0c[both], f0r[both])[0, 1])
+    return {
+        "mcd_db": mcd,
+        "f0_rmse_cents": rmse,
+        "f0_corr": corr,
+        "vuv_error_rate": float(np.mean(voiced_c != voiced_r)),
+        "spectral_convergence": sc,
+        "aligned_pairs": len(pairs),
+        "voiced_pairs": int(both.sum()),
+    }
+
+
+def evaluate(
+    converted: Any,
+    reference: Any,
+    *,
+    sample_rate: int | None = None,
+    reference_sample_rate: int | None = None,
+    f0_method: str = "pm",
+    align: str = "dtw",
+    figure: str | os.PathLike | None = None,
+    **f0_kwargs: Any,
+) -> dict[str, Any]:
+    """Compare `converted` with `reference` (paths, arrays with their rates, or (array, rate) tuples).
+
+    Returns a JSON-ready dict: the metrics (see the module docstring), frame counts, durations and settings.
+    `figure=path.png` also writes the comparison figure. Raises `EvaluationError` naming the bad input.
+    """
+    conv = analyse(converted, sample_rate=sample_rate, f0_method=f0_method, name="converted", **f0_kwargs)
+    ref = analyse(reference, sample_rate=reference_sample_rate or sample_rate, f0_method=f0_method,
+                  name="reference", **f0_kwargs)
+    pairs = frame_pairs(conv, ref, align)
+    result = {
+        "converted": conv.name,
+        "reference": ref.name,
+        **metrics(conv, ref, pairs),
+        "converted_seconds": round(len(conv.audio) / SAMPLE_RATE, 4),
+        "reference_seconds": round(len(ref.audio) / SAMPLE_RATE, 4),
+        "converted_frames": conv.frames,
+        "reference_frames": ref.frames,
+        "settings": {"analysis_sample_rate": SAMPLE_RATE, "hop": HOP, "n_fft": N_FFT, "n_mels": N_MELS,
+                     "cepstra": f"c1..c{N_CEPSTRA}", "f0_method": f0_method, "align": align},
+    }
+    if figure is not None:
+        result["figure"] = str(save_figure(figure, conv, ref, result))
+    return result
+
+
+def save_figure(path: str | os.PathLike, converted: Analysis, reference: Analysis,
+                result: dict[str, Any] | None = None) -> Path:
+    """PNG with the two F0 tracks on top and both spectrograms side by side below (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 7), dpi=100, layout="constrained")
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.3])
+    ax_f0 = fig.add_subplot(grid[0, :])
+    for analysis, color in ((reference, "tab:blue"), (converted, "tab:orange")):
+        times = np.arange(analysis.frames) * HOP / SAMPLE_RATE
+        f0 = np.where(analysis.f0 > 0, analysis.f0, np.nan)
+        ax_f0.plot(times, f0, color=color, linewidth=1.2, label=f"{Path(analysis.name).name} ({analysis.name!s})"[:80])
+    ax_f0.set_xlabel("time (s)")
+    ax_f0.set_ylabel("F0 (Hz)")
+    ax_f0.legend(loc="upper right", fontsize=8)
+    if result is not None:
+        parts = [f"MCD {result['mcd_db']:.2f} dB"]
+        if result.get("f0_rmse_cents") is not None:
+            parts.append(f"F0 RMSE {result['f0_rmse_cents']:.1f} cents")
+        if result.get("f0_corr") is not None:
+            parts.append(f"F0 corr {result['f0_corr']:.3f}")
+        parts.append(f"V/UV error {100 * result['vuv_error_rate']:.1f} %")
+        if result.get("spectral_convergence") is not None:
+            parts.append(f"SC {result['spectral_convergence']:.3f}")
+        ax_f0.set_title(" · ".join(parts))
+    top = max(float(converted.magnitude.max()), float(reference.magnitude.max()), 1e-10)
+    for column, (analysis, title) in enumerate(((reference, "reference"), (converted, "converted"))):
+        ax = fig.add_subplot(grid[1, column])
+        db = 20 * np.log10(np.maximum(analysis.magnitude.T, top * 1e-5) / top)
+        extent = (0.0, analysis.frames * HOP / SAMPLE_RATE, 0.0, SAMPLE_RATE / 2000)
+        image = ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=-100, vmax=0)
+        ax.set_title(f"{title}: {Path(analysis.name).name}")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("frequency (kHz)")
+    fig.colorbar(image, ax=fig.axes[-1], label="dB")
+    from ..checkpoints.safe_load import atomic_write
+
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return path

@@ -1,0 +1,125 @@
+"""Fixtures for the conversion tests: tiny real components (RVC synthesizer, HuBERT content encoder, LoRA voices).
+
+Everything is the real architecture at toy width so a conversion takes a fraction of a second:
+* synthesizer: `small_config("v1")` at 40 kHz with one resblock kernel per stage (dilations 1/3/5 kept);
+* content encoder: a transformers `HubertModel` with the real conv stack (so F = (L - 400) // 320 + 1), 16-channel
+  convs and 32-wide layers, plus `final_proj` to RVC v1's 256 dims;
+* voices: LoRA adapters saved with `save_pretrained` on that base (random non-zero B so they change the output).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import rvc_peft  # noqa: F401  (registers the RVC LoRA layers with PEFT)
+from rvc_peft.features.content_encoder import ContentEncoder
+from rvc_peft.inference import VoiceBank, VoiceConverter, WindowConfig
+from rvc_peft.testing import random_synthesizer, small_config, tiny_content_encoder
+
+SR_16K = 16000
+# Scaled-down windowing (0.3 s context, split every 2 s) so tests exercise segmentation on seconds of audio.
+SMALL_WINDOW = WindowConfig(x_pad=0.3, x_query=0.5, x_center=2.0, x_max=2.5)
+
+
+def tiny_config(use_f0: bool = True, **overrides):
+    sizes = {"resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]}
+    sizes.update(overrides)
+    return small_config("v1", use_f0, 40000, **sizes)
+
+
+def tiny_synthesizer(config=None, seed: int = 0):
+    """`random_synthesizer` with the decoder's convs re-drawn at std 1/sqrt(fan-in), weight norm folded.
+
+    HiFi-GAN's N(0, 0.01) init makes an untrained decoder's output almost constant (changing every content frame
+    moves it by ~1e-8), which would let content bugs pass unnoticed; at unit gain the output follows the input
+    (the last conv is scaled down so the final tanh does not saturate).
+    """
+    from rvc_peft.models import fold_weight_norm
+
+    model = fold_weight_norm(random_synthesizer(config or tiny_config(), seed=seed))
+    generator = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for module in model.dec.modules():
+            if isinstance(module, torch.nn.ConvTranspose1d):
+                fan_in = module.weight.shape[0] * module.weight.shape[2] // module.stride[0]
+            elif isinstance(module, torch.nn.Conv1d):
+                fan_in = module.weight[0].numel()
+            else:
+                continue
+            module.weight.normal_(0.0, fan_in**-0.5, generator=generator)
+        model.dec.conv_post.weight.mul_(0.2)  # keep tanh out of saturation
+    return model
+
+
+def tiny_encoder(seed: int = 0, version: str = "v1") -> ContentEncoder:
+    return tiny_content_encoder(seed, version)
+
+
+def steady_pitch(audio16k: np.ndarray, p_len: int) -> np.ndarray:
+    """A cheap pitch 'method': 150 Hz with an unvoiced stretch every half second (for speed and known values)."""
+    frames = np.arange(p_len)
+    return np.where(frames % 50 < 40, 150.0 + 20.0 * np.sin(frames / 15.0), 0.0).astype(np.float32)
+
+
+def make_adapter(path, seed: int, preset: str = "generator", speaker_id: int = 0, config=None) -> None:
+    from rvc_peft.tuners import RVCLoraConfig, get_rvc_peft_model
+
+    base = tiny_synthesizer(config or tiny_config())
+    base.config.speaker_id = speaker_id
+    model = get_rvc_peft_model(base, RVCLoraConfig(target_modules=preset, r=4, lora_alpha=8))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.08)
+    model.save_pretrained(str(path))
+
+
+@pytest.fixture(scope="session")
+def adapters(tmp_path_factory):
+    """{name: folder}: alice (generator), bob (generator+flow, speaker 2), other (made for a 32 kHz base)."""
+    root = tmp_path_factory.mktemp("adapters")
+    make_adapter(root / "alice", 1)
+    make_adapter(root / "bob", 2, "generator+flow", speaker_id=2)
+    make_adapter(root / "other", 3, config=small_config("v1", True, 32000))
+    return {name: root / name for name in ("alice", "bob", "other")}
+
+
+@pytest.fixture()
+def encoder():
+    return tiny_encoder()
+
+
+@pytest.fixture()
+def base():
+    return tiny_synthesizer()
+
+
+@pytest.fixture()
+def converter(base, encoder):
+    return VoiceConverter(base, encoder, f0_method=steady_pitch, seed=0, window=SMALL_WINDOW)
+
+
+@pytest.fixture()
+def bank(adapters):
+    voices = VoiceBank(tiny_synthesizer())
+    voices.add_voice(adapters["alice"])
+    voices.add_voice(adapters["bob"])
+    return voices
+
+
+@pytest.fixture()
+def no_noise(monkeypatch):
+    """RVC's synthesizer draws Gaussian noise (prior sample, NSF noise); parity tests set it to zero (spec §1.3)."""
+    monkeypatch.setattr(torch, "randn_like", lambda x, *args, **kwargs: torch.zeros_like(x))
+
+
+def speech_like(seconds: float, seed: int = 0, sr: int = SR_16K) -> np.ndarray:
+    """Harmonic 'syllables' with quiet gaps every 0.7 s (so quiet-point search has something to find)."""
+    from rvc_peft.features.synthetic import voiced_signal
+
+    gaps = [(t + 0.5, t + 0.7) for t in np.arange(0.0, seconds, 0.7)]
+    audio, _ = voiced_signal(140.0, seconds, sample_rate=sr, seed=seed, unvoiced_gaps=gaps, noise_level=0.002)
+    return audio
