@@ -28,19 +28,11 @@ from peft import get_peft_model
 import rvc_peft.tuners  # noqa: F401  (registers the tuner)
 from rvc_peft.checkpoints import export_rvc
 from rvc_peft.models import RVCConfig
-from rvc_peft.testing import random_inputs, random_synthesizer
+from rvc_peft.testing import random_inputs, random_synthesizer, randomize_lora
 from rvc_peft.tuners import RVCLoraConfig
 
 PRESETS = ("generator", "generator+flow", "all")
 RANKS = (4, 8, 16)
-
-
-def _randomize(model: torch.nn.Module, scale: float = 0.01) -> None:
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * scale)
 
 
 def sizes(base: torch.nn.Module, voice_bytes: int, folder: Path) -> list[dict]:
@@ -71,7 +63,7 @@ def timing(base: torch.nn.Module, config: RVCConfig, frames: int, repeats: int, 
     inputs = {k: v.to(device) for k, v in random_inputs(config, frames=frames).items()}
     base = base.to(device)
     model = get_peft_model(base, RVCLoraConfig())  # the default voice adapter: generator, r=8
-    _randomize(model)
+    randomize_lora(model, seed=0, scale=0.01)
 
     def once(mode: str) -> float:
         torch.manual_seed(0)

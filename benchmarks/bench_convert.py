@@ -44,7 +44,7 @@ from rvc_peft.features.synthetic import voiced_signal
 from rvc_peft.inference import VoiceBank, VoiceConverter
 from rvc_peft.models import RVCConfig
 from rvc_peft.runtime import retain_freed_memory
-from rvc_peft.testing import random_synthesizer, small_config, tiny_content_encoder
+from rvc_peft.testing import random_synthesizer, randomize_lora, small_config, tiny_content_encoder
 from rvc_peft.tuners import RVCLoraConfig, export_merged_voice, get_rvc_peft_model
 
 
@@ -72,11 +72,7 @@ def synthesizer_config(quick: bool) -> RVCConfig:
 def make_adapter(config: RVCConfig, folder: Path, seed: int, preset: str, rank: int) -> None:
     model = get_rvc_peft_model(random_synthesizer(config, seed=0),
                                RVCLoraConfig(target_modules=preset, r=rank, lora_alpha=2 * rank))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
+    randomize_lora(model, seed=seed, scale=0.01, parameters="lora_B")
     model.save_pretrained(str(folder))
 
 

@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,7 +31,7 @@ from rvc_peft.inference import VoiceBank, VoiceConverter, evaluate, write_audio
 def demo_models(folder: Path) -> tuple[Path, list[Path], Path]:
     """A tiny v1 40k base (exported .pth), two LoRA voices on it, and a transformers-format content encoder."""
     from rvc_peft.checkpoints import load_synthesizer
-    from rvc_peft.testing import random_synthesizer, small_config, tiny_content_encoder
+    from rvc_peft.testing import random_synthesizer, randomize_lora, small_config, tiny_content_encoder
     from rvc_peft.tuners import RVCLoraConfig, get_rvc_peft_model
 
     export_rvc(random_synthesizer(small_config("v1", True, 40000), seed=0), folder / "base.pth")
@@ -40,11 +39,7 @@ def demo_models(folder: Path) -> tuple[Path, list[Path], Path]:
     for name, seed, preset in (("alice", 1, "generator"), ("bob", 2, "generator+flow")):
         base = load_synthesizer(folder / "base.pth")  # adapters are made (trained) on the base file itself
         model = get_rvc_peft_model(base, RVCLoraConfig(target_modules=preset, r=4, lora_alpha=8))
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():  # stand-in for training: give the adapter non-zero weights
-            for param_name, param in model.named_parameters():
-                if "lora_B" in param_name:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+        randomize_lora(model, seed=seed, scale=0.05, parameters="lora_B")  # stand-in for training
         model.save_pretrained(str(folder / name))
         adapters.append(folder / name)
     tiny_content_encoder().save_pretrained(folder / "hubert")

@@ -46,6 +46,18 @@ def random_synthesizer(config: RVCConfig | None = None, seed: int = 0) -> RVCSyn
     return model.eval()
 
 
+def randomize_lora(model: torch.nn.Module, seed: int = 1, scale: float = 0.3, parameters: str = "lora_") -> None:
+    """Give LoRA tensors seeded random values: a stand-in for training, since PEFT starts B at zero (no effect).
+
+    `parameters` selects them by name fragment: "lora_" (A and B) or "lora_B" (B only, A keeps PEFT's init).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if parameters in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+
+
 def random_inputs(config: RVCConfig, frames: int = 40, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
     """Inputs for `RVCSynthesizer.infer`: content features, coarse pitch, F0 in Hz, lengths and speaker ids."""
     gen = torch.Generator().manual_seed(seed)

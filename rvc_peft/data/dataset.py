@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoints.safe_load import atomic_write
+
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "rvc-peft-dataset"
@@ -217,11 +219,8 @@ def remove_stale_builds(out_dir: str | os.PathLike) -> list[Path]:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp_name, path)
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 class DatasetWriter:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..checkpoints.safe_load import atomic_write
 
 __all__ = [
     "ADD_BATCH_SIZE",
@@ -160,16 +161,7 @@ def save_index(index: Any, path: str | os.PathLike) -> Path:
     faiss = _faiss()
     index = index.index if isinstance(index, RetrievalIndex) else index
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
     return path
 
 

@@ -18,7 +18,6 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoints.safe_load import atomic_write
 from ..features.audio import AudioReadError, load_audio
 from .dataset import INFO_FILE, DatasetWriter, RVCDatasetInfo
 from .slicer import Slicer
@@ -278,15 +278,11 @@ def _write_work(work_file: Path, relative: str, stamp: dict[str, int], pieces: l
         if "pitchf" in p:
             arrays[f"pitchf_{k}"] = p["pitchf"]
             arrays[f"pitch_{k}"] = p["pitch"]
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{work_file.stem}.", suffix=".tmp", dir=work_file.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: given a path, np.savez would append ".npz" to the temp name
             np.savez(handle, **arrays)
-        os.replace(tmp_name, work_file)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+
+    atomic_write(work_file, write)
 
 
 def _check_work_settings(out_dir: Path, work_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..checkpoints.safe_load import atomic_write
+
 # Extensions the dataset builder treats as audio when it scans a folder (other files are reported, not read).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".m4a", ".aac", ".wma")
 
@@ -98,14 +100,5 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 
 def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
     """Write `audio [L]` (or `[L, C]`) as a float32 WAV atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            sf.write(handle, np.asarray(audio, dtype=np.float32), int(sample_rate), format="WAV", subtype="FLOAT")
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    data = np.asarray(audio, dtype=np.float32)
+    atomic_write(path, lambda tmp: sf.write(str(tmp), data, int(sample_rate), format="WAV", subtype="FLOAT"))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ..checkpoints.safe_load import atomic_write
 
 FRAME_RATE = 100  # f0 frames per second, as RVC (hop 160 at 16 kHz)
 
@@ -100,26 +101,22 @@ def espeak_speech(text: str, path: str | os.PathLike, voice: str = "en-us", pitc
     if exe is None:
         return None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".wav", prefix=f".{path.stem}-", dir=path.parent)
-    os.close(fd)
-    try:
-        cmd = [exe, "-v", voice, "-p", str(int(pitch)), "-s", str(int(speed)), "-w", tmp_name, text]
+
+    def render(tmp: Path) -> None:
+        cmd = [exe, "-v", voice, "-p", str(int(pitch)), "-s", str(int(speed)), "-w", str(tmp), text]
         result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
-        if result.returncode != 0 or os.path.getsize(tmp_name) <= 44:
+        if result.returncode != 0 or os.path.getsize(tmp) <= 44:
             raise RuntimeError(f"espeak-ng failed for {path} (exit {result.returncode}): {result.stderr.strip()}")
         if sample_rate is not None:
             import librosa
             import soundfile as sf
 
-            audio, native_rate = sf.read(tmp_name, dtype="float32")
+            audio, native_rate = sf.read(tmp, dtype="float32")
             if audio.ndim == 2:
                 audio = audio.mean(axis=1)
             if native_rate != sample_rate:
                 audio = librosa.resample(audio, orig_sr=native_rate, target_sr=sample_rate, res_type="soxr_hq")
-            sf.write(tmp_name, audio, sample_rate, subtype="FLOAT", format="WAV")
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+            sf.write(str(tmp), audio, sample_rate, subtype="FLOAT", format="WAV")
+
+    atomic_write(path, render)
     return path

@@ -6,13 +6,13 @@ Each function is one step of RVC WebUI's pipeline (spec §4.1, §4.3 step 7, §4
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints.safe_load import atomic_write
 from .segmentation import SAMPLE_RATE
 
 INPUT_PEAK = 0.95  # RVC scales louder input down to this peak before anything else
@@ -122,15 +122,7 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, su
         subtype = "PCM_24" if fmt == "FLAC" else "VORBIS"
     if fmt == "OGG":
         subtype = "VORBIS"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            sf.write(handle, data, int(sample_rate), format=fmt, subtype=subtype)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    atomic_write(path, lambda tmp: sf.write(str(tmp), data, int(sample_rate), format=fmt, subtype=subtype))
     return path
 
 

@@ -16,7 +16,7 @@ import torch
 import rvc_peft  # noqa: F401  (registers the RVC LoRA layers with PEFT)
 from rvc_peft.features.content_encoder import ContentEncoder
 from rvc_peft.inference import VoiceBank, VoiceConverter, WindowConfig
-from rvc_peft.testing import random_synthesizer, small_config, tiny_content_encoder
+from rvc_peft.testing import random_synthesizer, randomize_lora, small_config, tiny_content_encoder
 
 SR_16K = 16000
 # Scaled-down windowing (0.3 s context, split every 2 s) so tests exercise segmentation on seconds of audio.
@@ -69,11 +69,7 @@ def make_adapter(path, seed: int, preset: str = "generator", speaker_id: int = 0
     base = tiny_synthesizer(config or tiny_config())
     base.config.speaker_id = speaker_id
     model = get_rvc_peft_model(base, RVCLoraConfig(target_modules=preset, r=4, lora_alpha=8))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.08)
+    randomize_lora(model, seed=seed, scale=0.08)
     model.save_pretrained(str(path))
 
 

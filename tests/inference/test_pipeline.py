@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -156,6 +159,9 @@ def test_write_audio_int16_like_webui_and_float_like_applio(tmp_path):
     flt = write_audio(tmp_path / "b.wav", audio, 40000, subtype="FLOAT")
     np.testing.assert_array_equal(sf.read(flt, dtype="float32")[0], audio)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav"]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(pcm).st_mode) == 0o666 & ~umask  # readable by others like any new file, not 0600
 
 
 def test_long_audio_is_continuous_at_segment_boundaries(base, encoder, no_noise):

@@ -29,18 +29,10 @@ from peft import LoraConfig, PeftModel, get_peft_model
 import rvc_peft
 import rvc_peft.tuners
 from rvc_peft.checkpoints import load_synthesizer, save_rvc_checkpoint
-from rvc_peft.testing import random_inputs, random_synthesizer, small_config
+from rvc_peft.testing import random_inputs, random_synthesizer, randomize_lora, small_config
 from rvc_peft.tuners import RVCLoraConfig, get_rvc_peft_model, set_training_summary
 
 TRAINING = {"steps": 1200, "epochs": 30, "learning_rate": 1e-4, "dataset": "voice-x (12 min)"}
-
-
-def randomize(model: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * scale)
 
 
 def run(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -63,7 +55,7 @@ def make(out: Path) -> None:
 
     # a: plain LoraConfig on the unfolded (weight-normed) base; no target_modules -> the "generator" preset
     voice_a = get_peft_model(copy.deepcopy(loaded_base), LoraConfig(r=4, lora_alpha=8))
-    randomize(voice_a, seed=1)
+    randomize_lora(voice_a, seed=1, scale=0.1)
     set_training_summary(voice_a, TRAINING)
     expected["voice_a"] = run(voice_a, inputs)
     voice_a.save_pretrained(out / "voice_a")
@@ -71,7 +63,7 @@ def make(out: Path) -> None:
 
     # b: RVCLoraConfig, same rank/alpha as a (hot-swappable with it)
     voice_b = get_peft_model(copy.deepcopy(loaded_base), RVCLoraConfig(r=4, lora_alpha=8))
-    randomize(voice_b, seed=2)
+    randomize_lora(voice_b, seed=2, scale=0.1)
     expected["voice_b"] = run(voice_b, inputs)
     voice_b.save_pretrained(out / "voice_b")
 
@@ -79,14 +71,14 @@ def make(out: Path) -> None:
     # (a fresh load, not a deepcopy: torch's parametrized classes are shared by deep copies, and removing the
     # parametrization from one copy breaks the other)
     voice_flow = get_rvc_peft_model(load_synthesizer(base_path), RVCLoraConfig(target_modules="generator+flow", r=4))
-    randomize(voice_flow, seed=3)
+    randomize_lora(voice_flow, seed=3, scale=0.1)
     expected["voice_flow"] = run(voice_flow, inputs)
     voice_flow.save_pretrained(out / "voice_flow")
 
     # transformers' own adapter API on the PreTrainedModel
     tf_model = copy.deepcopy(loaded_base)
     tf_model.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules="all"), adapter_name="default")
-    randomize(tf_model, seed=4)
+    randomize_lora(tf_model, seed=4, scale=0.1)
     expected["voice_tf"] = run(tf_model, inputs)
     tf_model.save_pretrained(out / "voice_tf")
 

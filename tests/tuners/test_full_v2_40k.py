@@ -15,10 +15,9 @@ from safetensors import safe_open
 import rvc_peft.tuners  # noqa: F401
 from rvc_peft.checkpoints import export_rvc, load_synthesizer, save_rvc_checkpoint
 from rvc_peft.models import RVCConfig
-from rvc_peft.testing import random_inputs, random_synthesizer
+from rvc_peft.testing import random_inputs, random_synthesizer, randomize_lora
 from rvc_peft.tuners import RVCLoraConfig, read_adapter_info
 from tests.tuners.adapter_flows import run
-from tests.tuners.toy_models import randomize_lora
 
 FLOWS_SCRIPT = Path(__file__).with_name("adapter_flows.py")
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,6 +13,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 import rvc_peft.tuners  # noqa: F401  (registers the tuner)
+from rvc_peft.testing import randomize_lora
 from rvc_peft.tuners import LoraConv1d, LoraConvTranspose1d
 from tests.tuners.toy_models import (
     ALL_TARGETS,
@@ -20,7 +21,6 @@ from tests.tuners.toy_models import (
     WEIGHT_NORM_KINDS,
     RVCStyleToyConvNet,
     ToyConvNet,
-    randomize_lora,
     toy_inputs,
 )
 

@@ -20,8 +20,9 @@ from peft.tuners.tuners_utils import BaseTuner
 from peft.utils import PeftType
 
 import rvc_peft.tuners
+from rvc_peft.testing import randomize_lora
 from rvc_peft.tuners import RVCLoraConfig, RVCLoraModel, is_registered, register, stock_peft, unregister
-from tests.tuners.toy_models import ALL_TARGETS, LinearOnly, ToyConvNet, randomize_lora, toy_inputs
+from tests.tuners.toy_models import ALL_TARGETS, LinearOnly, ToyConvNet, toy_inputs
 
 # PEFT's own grouped-conv layer (what non-RVC models keep) warns on creation; expected here
 pytestmark = pytest.mark.filterwarnings("ignore:LoRA adapter added to ConvNd layer with groups > 1:UserWarning")

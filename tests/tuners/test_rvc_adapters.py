@@ -13,7 +13,7 @@ from torch import nn
 
 import rvc_peft.tuners
 from rvc_peft.models import fold_weight_norm, has_weight_norm
-from rvc_peft.testing import random_inputs, random_synthesizer, small_config
+from rvc_peft.testing import random_inputs, random_synthesizer, randomize_lora, small_config
 from rvc_peft.tuners import (
     RVCLoraConfig,
     base_model_fingerprint,
@@ -22,7 +22,7 @@ from rvc_peft.tuners import (
     set_training_summary,
     target_modules_for,
 )
-from tests.tuners.toy_models import LinearOnly, randomize_lora
+from tests.tuners.toy_models import LinearOnly
 
 CONVS = (nn.Conv1d, nn.ConvTranspose1d)
 

@@ -8,10 +8,9 @@ import torch
 from peft import get_peft_model
 
 from rvc_peft.checkpoints import load_synthesizer, save_rvc_checkpoint
-from rvc_peft.testing import random_inputs, random_synthesizer, small_config
+from rvc_peft.testing import random_inputs, random_synthesizer, randomize_lora, small_config
 from rvc_peft.tuners import RVCLoraConfig, export_merged_voice
 from tests.checkpoints.test_rvc_interop import no_noise, rvc_infer, webui_load  # skips here too without `rvc`
-from tests.tuners.toy_models import randomize_lora
 
 # Tolerances relative to the audio's peak (small random models are quiet: peaks of 5e-4 to 5e-2)
 FP16 = 2e-3  # fp32 merged weights vs their fp16 copy in the voice file (observed: 3e-4)

@@ -9,9 +9,10 @@ from peft.tuners.lora.layer import Conv1d as PeftConv1d
 from peft.tuners.lora.layer import LoraLayer
 
 import rvc_peft.tuners  # noqa: F401
+from rvc_peft.testing import randomize_lora
 from rvc_peft.tuners import LoraConvTranspose1d
 from rvc_peft.tuners.lora.layer import _LoraConv1dBase
-from tests.tuners.toy_models import ALL_TARGETS, RVCStyleToyConvNet, randomize_lora, toy_inputs
+from tests.tuners.toy_models import ALL_TARGETS, RVCStyleToyConvNet, toy_inputs
 
 WEIGHTS = [0.7, -0.4]
 

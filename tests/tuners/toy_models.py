@@ -76,10 +76,3 @@ def toy_inputs(batch: int = 3, frames: int = 5, seed: int = 0) -> tuple[torch.Te
     return torch.randn(batch, frames, 4, generator=gen), torch.arange(batch) % 5
 
 
-def randomize_lora(model: nn.Module, seed: int = 1, scale: float = 0.3) -> None:
-    """Give every LoRA A/B tensor random values (B starts at zero, which would hide any error)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * scale)
