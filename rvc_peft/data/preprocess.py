@@ -311,9 +311,8 @@ def _check_work_settings(out_dir: Path, work_dir: Path, settings: dict[str, Any]
         for stale in work_dir.glob("*.npz"):
             stale.unlink()
     work_dir.mkdir(parents=True, exist_ok=True)
-    tmp = work_dir / ".settings.json.tmp"
-    tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
-    os.replace(tmp, settings_file)
+    text = json.dumps(settings, indent=2)
+    atomic_write(settings_file, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _staleness(previous: dict[str, Any], settings: dict[str, Any]) -> str:

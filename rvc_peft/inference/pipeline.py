@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..features.pitch import f0_to_coarse
 from .audio_io import (
     SAMPLE_RATE,
     AudioInput,
@@ -103,13 +104,6 @@ class _Clip:
     speaker_id: int
     index: Any
     pieces: list[np.ndarray] = field(default_factory=list)
-
-
-def coarse_pitch(f0: np.ndarray) -> np.ndarray:
-    """Hz -> RVC's coarse pitch ids 1..255 (the features package's `f0_to_coarse`)."""
-    from ..features.pitch import f0_to_coarse
-
-    return f0_to_coarse(f0)
 
 
 def _fit(track: np.ndarray, length: int) -> np.ndarray:
@@ -401,7 +395,7 @@ class VoiceConverter:
                 raise ConversionError(name, f"pitch extraction failed: {err}") from err
         f0 = _fit(f0, p_len).astype(np.float64)
         f0 = f0 * 2 ** (f0_up_key / 12)  # RVC's key shift, applied to the (filtered) track before quantising
-        return coarse_pitch(f0), f0.astype(np.float32)
+        return f0_to_coarse(f0), f0.astype(np.float32)
 
     def _prepare_clip(self, item: AudioInput, voice: str | None, index: Any, speaker_id: int | None,
                       f0_up_key: float, filter_radius: int, f0_method: Any, input_sample_rate: int | None,

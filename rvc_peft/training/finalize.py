@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from accelerate.logging import get_logger
 
-from .validation import convert_clip, mel_l1
+from .validation import convert_clip, mel_l1, tensorboard_writer
 
 logger = get_logger(__name__)
 
@@ -132,7 +132,7 @@ def reload_and_convert(trainer: Any) -> tuple[dict[str, Any], Any]:
                        difference)
     trainer.accelerator.log({"test/mel_l1": report["mel_l1"], "test/reload_difference": difference},
                             step=trainer.global_step)
-    writer = trainer._tensorboard()
+    writer = tensorboard_writer(trainer.accelerator)
     if writer is not None:
         writer.add_audio(f"test/{clip.name}", torch.from_numpy(audio)[None], trainer.global_step,
                          sample_rate=trainer.config.sampling_rate)

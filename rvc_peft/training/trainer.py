@@ -55,7 +55,7 @@ from .setup import (
     load_training_dataset,
     unused_when_mel_only,
 )
-from .validation import Validator, log_validation, make_clip, select_validation_rows, tensorboard_writer
+from .validation import Validator, log_validation, make_clip, select_validation_rows
 
 logger = get_logger(__name__)
 
@@ -185,15 +185,14 @@ class RVCTrainer:
                 self.discriminator.to(accelerator.device)
             self.net_d = self.discriminator
             self.ddp_models = (self.net_g,)
-        self.g_trainable_params = [p for p in self.net_g.parameters() if p.requires_grad]
         self.d_module = accelerator.unwrap_model(self.net_d) if self.net_d is not None else None
-        self.d_trainable_params = [p for p in self.d_module.parameters() if p.requires_grad] if self.d_trainable else []
+        g_named = [(n, p) for n, p in accelerator.unwrap_model(self.net_g).named_parameters() if p.requires_grad]
+        d_named = [(n, p) for n, p in self.d_module.named_parameters() if p.requires_grad] if self.d_trainable else []
+        self.g_trainable_params = [p for _, p in g_named]
+        self.d_trainable_params = [p for _, p in d_named]
         # what the NaN/inf guard inspects after every update (names for its message)
-        self.trainable_tensors = [(f"generator.{n}", p) for n, p in accelerator.unwrap_model(self.net_g).named_parameters()
-                                  if p.requires_grad]
-        if self.d_trainable:
-            self.trainable_tensors += [(f"discriminator.{n}", p) for n, p in self.d_module.named_parameters()
-                                       if p.requires_grad]
+        self.trainable_tensors = ([(f"generator.{n}", p) for n, p in g_named]
+                                  + [(f"discriminator.{n}", p) for n, p in d_named])
         accelerator.register_for_checkpointing(self.scheduler_g)
         if self.scheduler_d is not None:
             accelerator.register_for_checkpointing(self.scheduler_d)
@@ -340,9 +339,6 @@ class RVCTrainer:
         path = self.checkpoints.save(self.global_step, state)
         logger.info("saved %s", path)
         return path
-
-    def _tensorboard(self) -> Any:
-        return tensorboard_writer(self.accelerator)
 
     def validate(self) -> dict[str, float]:
         """All processes call this; the main one converts and logs (see `validate_local`), the others wait."""
