@@ -1,17 +1,18 @@
 """The main job, end to end: recordings -> dataset -> LoRA training -> conversion -> evaluation -> RVC export.
 
-    python examples/demo.py                                   # offline: random-weight models, synthetic speech
-    python examples/demo.py --base f0G40k.pth --discriminator f0D40k.pth \\
+    python examples/demo.py                                   # offline: the voice-lab base and synthetic voices
+    python examples/demo.py --base f0G40k.pth --discriminator f0D40k.pth --sample-rate 40k \\
         --content-encoder hubert_base.pt --f0-method rmvpe --rmvpe rmvpe.pt --recordings my_voice/ --steps 2000
 
-Every step runs the commands a user runs (`rvc-peft preprocess`, `accelerate launch train_accelerate.py`,
-`rvc-peft convert`, `rvc-peft eval`), in fresh processes, and the demo checks what each one wrote.
+Every step runs the commands a user runs (`rvc-peft preprocess`, `accelerate launch -m rvc_peft.train` style
+`train_accelerate.py`, `rvc-peft convert`, `rvc-peft eval`), in fresh processes, and the demo checks what each wrote.
 
-Without model arguments nothing is downloaded: the demo writes a small RVC v1 40k base (the real architecture at toy
-width) as an RVC pretrained-base file, a full-size RVC v1 discriminator file and a ContentVec-shaped content encoder,
-all with random weights, and speaks its "recordings" with espeak-ng (synthetic voiced signals where espeak-ng is
-missing). The voice it learns is therefore noise-like; the point is that every stage runs and hands real files to
-the next. With real weights and ten minutes of recordings the same commands give a usable voice.
+Without model arguments nothing is downloaded and everything is real but synthetic: the voice-lab base shipped in
+`rvc_peft/lab/base/` (an RVC v2 32k synthesizer trained on twelve offline TTS voices, with the lab's MFCC content
+encoder standing in for ContentVec; see its model card), a target voice the base never heard (a festival diphone
+voice) reading 20 sentences as "your recordings", and another voice (flite's slt) reading a sentence the target never
+read as the source. The converted file should sound like the target speaking the source's words; `rvc-peft eval`
+measures that with speaker similarity (SECS) and DNSMOS.
 """
 
 from __future__ import annotations
@@ -31,17 +32,10 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rvc_peft.features.synthetic import espeak_speech, voiced_signal
-
-SENTENCES = [
-    "Retrieval based voice conversion learns a voice from a few minutes of speech.",
-    "A low rank adapter stores the new voice in about one megabyte.",
-    "The base model stays the same for every voice that is trained on it.",
-    "Pitch, content and loudness are taken from the source recording.",
-    "Training uses the same losses as the original project, with a discriminator.",
-    "After training the adapter can be merged and exported as a normal model file.",
-]
-SOURCE_SENTENCE = "This sentence was never part of the training data, and now it is converted."
+TARGET_VOICE = "festival-ked"  # a held-out target speaker of the lab corpus (the base never heard it)
+SOURCE_VOICE = "flite-slt"  # another speaker, whose sentence gets converted
+SOURCE_SENTENCE = "s035"  # a held-out sentence: the target never read it
+RECORDING_SENTENCES = 20  # the target's first 20 training sentences, about a minute of speech
 
 
 def step(title: str) -> float:
@@ -63,106 +57,118 @@ def run(command: list[str], **env: str) -> None:
         sys.exit(f"demo stopped: the command above exited with {done.returncode}")
 
 
-def speak(text: str, path: Path, pitch: int, seed: int) -> None:
-    """espeak-ng speech, or a synthetic voiced signal with pauses when espeak-ng is not installed."""
-    if espeak_speech(text, path, pitch=pitch) is None:
-        gaps = [(t + 0.6, t + 0.8) for t in np.arange(0.0, 3.0, 1.0)]
-        audio, _ = voiced_signal(110.0 + 2 * pitch, 3.0, 22050, seed=seed, unvoiced_gaps=gaps)
-        sf.write(path, audio, 22050)
+def lab_material(out: Path) -> tuple[Path, Path]:
+    """Speak the target's recordings and the source sentence with the lab corpus builder; returns both paths."""
+    from rvc_peft.lab.corpus import TRAIN_SENTENCE_IDS, build_corpus, speaker_files
+
+    corpus = out / "corpus"
+    sentences = [*TRAIN_SENTENCE_IDS[:RECORDING_SENTENCES], SOURCE_SENTENCE]
+    manifest = build_corpus(corpus, voices=[TARGET_VOICE, SOURCE_VOICE], sentences=sentences, progress=False)
+    recordings = out / "recordings"
+    recordings.mkdir()
+    for path in speaker_files(manifest, TARGET_VOICE, "train"):
+        shutil.copy(path, recordings / path.name)
+    source = out / "source.wav"
+    shutil.copy(next(p for p in speaker_files(manifest, SOURCE_VOICE, "all") if p.stem == SOURCE_SENTENCE), source)
+    return recordings, source
 
 
-def make_recordings(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for k, text in enumerate(SENTENCES):
-        speak(text, folder / f"take_{k:02d}.wav", pitch=35, seed=k)
+def median_f0(files: list[Path]) -> float:
+    """Median F0 (Hz) of the voiced frames of some recordings (harvest), to pick the conversion's transposition."""
+    from rvc_peft.features.audio import load_audio
+    from rvc_peft.features.pitch import extract_f0
 
-
-def make_demo_models(folder: Path, sample_rate: str) -> tuple[Path, Path, Path]:
-    """Random-weight stand-ins for f0G40k.pth, f0D40k.pth and hubert_base.pt, in the formats RVC ships them in."""
-    import torch
-
-    from rvc_peft.checkpoints import save_rvc_checkpoint
-    from rvc_peft.models import MultiPeriodDiscriminator
-    from rvc_peft.testing import random_synthesizer, small_config, tiny_content_encoder
-
-    folder.mkdir(parents=True, exist_ok=True)
-    base = save_rvc_checkpoint(random_synthesizer(small_config("v1", True, sample_rate), seed=0),
-                               folder / f"f0G{sample_rate}.pth", kind="base")
-    torch.manual_seed(0)
-    discriminator = save_rvc_checkpoint(MultiPeriodDiscriminator("v1"), folder / f"f0D{sample_rate}.pth", kind="base")
-    tiny_content_encoder().save_pretrained(folder / "contentvec")
-    return base, discriminator, folder / "contentvec"
+    f0 = np.concatenate([extract_f0(load_audio(p, 16000), "pm") for p in files])
+    return float(np.median(f0[f0 > 0]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "demo_output", help="work folder (default demo_output/)")
+    parser.add_argument("--out", type=Path, default=REPO / "demo_output",
+                        help="work folder (default demo_output/); must be new, empty or an earlier demo's")
     parser.add_argument("--recordings", type=Path, help="folder of the target voice's recordings (default: spoken)")
-    parser.add_argument("--source", type=Path, help="audio file to convert (default: a new spoken sentence)")
-    parser.add_argument("--base", help="RVC base G file or hub reference (default: a random-weight demo model)")
-    parser.add_argument("--discriminator", help="matching RVC D file (default: random-weight demo model)")
+    parser.add_argument("--source", type=Path, help="audio file to convert (default: another voice's sentence)")
+    parser.add_argument("--base", help="RVC base G file or hub reference (default: the voice-lab base)")
+    parser.add_argument("--discriminator", help="matching RVC D file (default: none; the recipe below needs none)")
     parser.add_argument("--content-encoder", help="hubert_base.pt, transformers folder or hub id")
-    parser.add_argument("--version", default=None, help="RVC version of --base (default v2 with --base, else v1)")
-    parser.add_argument("--sample-rate", default="40k", help="sample rate of --base: 32k, 40k or 48k (default 40k)")
+    parser.add_argument("--version", default=None, help="RVC version of --base (default v2)")
+    parser.add_argument("--sample-rate", default=None, help="sample rate of --base: 32k, 40k or 48k (default 32k)")
     parser.add_argument("--f0-method", default="harvest", help="pitch method (default harvest; rmvpe with RVC's)")
     parser.add_argument("--rmvpe", default=None, help="rmvpe.pt for --f0-method rmvpe")
-    parser.add_argument("--steps", type=int, default=40, help="training steps (default 40: a demo, not a voice)")
+    parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    parser.add_argument("--lora-preset", default="generator+flow", help="adapter targets (default generator+flow)")
+    parser.add_argument("--loss", default="mel_kl", choices=("full", "mel_kl", "mel"),
+                        help="training objective (default mel_kl: RVC's mel + KL terms, no discriminator)")
+    parser.add_argument("--pitch", type=float, default=None,
+                        help="transposition in semitones (default: from the median F0 of source and recordings)")
     args = parser.parse_args()
     if args.base and not args.content_encoder:
         parser.error("--base needs --content-encoder (the content encoder the base was trained with)")
     started = time.perf_counter()
     out = args.out
+    if out.exists() and any(out.iterdir()) and not (out / "demo.json").is_file():
+        parser.error(f"{out} holds files that are not an earlier demo's; choose a new --out folder")
     if out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # an earlier demo's output (it has demo.json): start over
     out.mkdir(parents=True)
+    (out / "demo.json").write_text(json.dumps({"status": "running"}))
     rvc_peft = [tool("rvc-peft")]
 
-    t = step("1. recordings and models")
-    recordings = args.recordings or out / "recordings"
-    if args.recordings is None:
-        make_recordings(recordings)
-    source = args.source or out / "source.wav"
-    if args.source is None:
-        speak(SOURCE_SENTENCE, source, pitch=70, seed=99)  # another speaker: higher pitch
+    t = step("1. recordings, source and models")
+    from rvc_peft.lab import lab_base_files
+
+    recordings, source = args.recordings, args.source
+    if recordings is None or source is None:
+        spoken_recordings, spoken_source = lab_material(out)
+        recordings, source = recordings or spoken_recordings, source or spoken_source
     if args.base:
         base, discriminator, encoder = args.base, args.discriminator, args.content_encoder
-        version = args.version or "v2"
     else:
-        base, discriminator, encoder = make_demo_models(out / "models", args.sample_rate)
-        version = args.version or "v1"
-    seconds = sum(sf.info(p).duration for p in sorted(recordings.iterdir()) if p.suffix == ".wav")
-    print(f"{len(list(recordings.iterdir()))} recordings ({seconds:.1f} s) in {recordings}; base {base}  "
+        lab = lab_base_files()
+        base, discriminator, encoder = str(lab.synthesizer), args.discriminator, str(lab.content_encoder)
+    version, sample_rate = args.version or "v2", args.sample_rate or ("40k" if args.base else "32k")
+    takes = sorted(p for p in recordings.iterdir() if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
+    seconds = sum(sf.info(p).duration for p in takes)
+    print(f"{len(takes)} recordings ({seconds:.1f} s) in {recordings}; source {source}; base {base}  "
           f"[{time.perf_counter() - t:.1f} s]")
 
     t = step("2. preprocess: slices, content features and pitch -> a `datasets` dataset")
     dataset = out / "dataset"
-    command = [*rvc_peft, "preprocess", str(recordings), str(dataset), "--sample-rate", args.sample_rate, "--version", version,
-               "--f0-method", args.f0_method, "--content-encoder", str(encoder), "--no-progress"]
+    command = [*rvc_peft, "preprocess", str(recordings), str(dataset), "--sample-rate", sample_rate, "--version",
+               version, "--f0-method", args.f0_method, "--content-encoder", str(encoder), "--no-progress"]
     run(command + (["--rmvpe", args.rmvpe] if args.rmvpe else []))
     info = json.loads((dataset / "rvc_dataset.json").read_text())
     print(f"dataset: {info['num_rows']} slices  [{time.perf_counter() - t:.1f} s]")
 
-    t = step(f"3. train a LoRA adapter with RVC's GAN objective ({args.steps} steps, accelerate)")
+    t = step(f"3. train a LoRA adapter ({args.steps} steps, accelerate)")
     adapter = out / "my_voice_lora"
     exported = out / "my_voice.pth"
-    command = [tool("accelerate"), "launch", "--num_processes", "1", "train_accelerate.py",
+    every = max(args.steps // 2, 1)
+    command = [tool("accelerate"), "launch", "--num_processes", "1", str(REPO / "train_accelerate.py"),
                "--pretrained_model_name_or_path", str(base), "--train_data_dir", str(dataset),
-               "--output_dir", str(adapter), "--train_batch_size", "2", "--max_train_steps", str(args.steps),
-               "--learning_rate", "2e-4", "--segment_frames", "12", "--checkpointing_steps", str(max(args.steps // 2, 1)),
-               "--checkpoints_total_limit", "1", "--validation_steps", str(max(args.steps // 2, 1)),
-               "--num_validation_clips", "1", "--logging_steps", "10", "--build_index", "--export_rvc", str(exported)]
+               "--output_dir", str(adapter), "--train_batch_size", "4", "--max_train_steps", str(args.steps),
+               "--learning_rate", "5e-4", "--lora_preset", args.lora_preset, "--rank", "8",
+               "--train_speaker_embedding", "--loss", args.loss, "--lr_scheduler", "constant",
+               "--checkpointing_steps", str(every), "--checkpoints_total_limit", "1", "--validation_steps",
+               str(every), "--num_validation_clips", "1", "--logging_steps", "25", "--report_to", "none",
+               "--build_index", "--export_rvc", str(exported)]
     if discriminator:
         command += ["--pretrained_discriminator", str(discriminator)]
-    run(command, ACCELERATE_USE_CPU=os.environ.get("ACCELERATE_USE_CPU", "1" if args.base is None else "0"))
+    run(command, ACCELERATE_USE_CPU=os.environ.get("ACCELERATE_USE_CPU", "1" if args.base is None else "0"),
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1)))
     files = sorted(p.name for p in adapter.iterdir())
     size = (adapter / "adapter_model.safetensors").stat().st_size
     print(f"adapter folder: {files}\nadapter_model.safetensors {size / 1e6:.2f} MB, exported {exported.name} "
           f"{exported.stat().st_size / 1e6:.2f} MB  [{time.perf_counter() - t:.1f} s]")
 
-    t = step("4. convert new audio with the adapter (RVC pipeline: pitch, retrieval, protect, RMS mix)")
+    t = step("4. convert the source with the adapter (RVC pipeline: pitch, retrieval, protect, RMS mix)")
+    shift = args.pitch
+    if shift is None:
+        shift = round(12 * np.log2(median_f0(takes) / median_f0([source])))
+        print(f"transposing by {shift:+d} semitones (median F0 of the recordings vs the source)")
     converted = out / "converted"
     command = [*rvc_peft, "convert", str(source), "--base", str(base), "--adapter", str(adapter),
-               "--content-encoder", str(encoder), "--f0-method", args.f0_method, "--pitch", "-4",
+               "--content-encoder", str(encoder), "--f0-method", args.f0_method, "--pitch", str(shift),
                "--index-rate", "0.5", "-o", str(converted), "--seed", "0", "--no-progress"]
     run(command + (["--rmvpe", args.rmvpe] if args.rmvpe else []))
     result = converted / (source.stem + ".wav")
@@ -170,12 +176,14 @@ def main() -> None:
     print(f"{result}: {len(audio) / rate:.2f} s at {rate} Hz, peak {np.abs(audio).max():.3f}  "
           f"[{time.perf_counter() - t:.1f} s]")
 
-    t = step("5. evaluate: converted vs source (F0 moved by the -4 semitone shift, MCD, V/UV)")
-    run([*rvc_peft, "eval", str(result), str(source), "--json", str(out / "metrics.json"),
-         "--figure", str(out / "compare.png"), "--f0-method", "harvest"])
+    t = step("5. evaluate: whose voice is it (SECS to the recordings and to the source), is it speech (DNSMOS)")
+    run([*rvc_peft, "eval", str(result), str(source), "--reference", str(recordings), "--json",
+         str(out / "metrics.json"), "--figure", str(out / "compare.png"), "--f0-method", "harvest"])
     metrics = json.loads((out / "metrics.json").read_text())
-    print(f"F0 RMSE {metrics['f0_rmse_cents']:.0f} cents (the shift is 400), figure {out / 'compare.png'}  "
-          f"[{time.perf_counter() - t:.1f} s]")
+    if metrics.get("secs") is not None:
+        print(f"speaker similarity to the recordings {metrics['secs']:.3f}, to the source {metrics['secs_source']:.3f}"
+              f" (same voice ~0.85, different voices ~0.55); DNSMOS OVRL {metrics['dnsmos_ovrl']:.2f} "
+              f"(noise ~1.1, clean synthetic speech 2.6-3.5)  [{time.perf_counter() - t:.1f} s]")
 
     t = step("6. the exported .pth is an ordinary RVC voice")
     from rvc_peft.checkpoints import load_synthesizer, read_pth
@@ -184,7 +192,11 @@ def main() -> None:
     voice = load_synthesizer(exported)
     print(f"{exported.name}: keys {sorted(raw)}, version {raw['version']}, sr {raw['sr']}, f0 {raw['f0']}; "
           f"loads as {type(voice).__name__} ({voice.config.sample_rate_name})  [{time.perf_counter() - t:.1f} s]")
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; everything is in {out}")
+    elapsed = time.perf_counter() - started
+    summary = {"status": "finished", "seconds": round(elapsed, 1), "transposition": shift, "steps": args.steps,
+               **{k: metrics.get(k) for k in ("secs", "secs_source", "dnsmos_ovrl", "source_dnsmos_ovrl")}}
+    (out / "demo.json").write_text(json.dumps(summary, indent=1))
+    print(f"\ndemo finished in {elapsed:.0f} s; listen to {result} (everything is in {out})")
 
 
 if __name__ == "__main__":

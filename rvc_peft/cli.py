@@ -222,29 +222,67 @@ def _run_convert(args: argparse.Namespace) -> int:
 def _add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="compare converted audio with a reference: MCD, F0 RMSE/correlation, V/UV error, spectral convergence",
-        description="Compare CONVERTED with REFERENCE (two files, or two folders matched by file name). Frames are "
-                    "aligned by DTW of mel cepstra (or 1:1 with --align none). Prints JSON.",
+        help="compare converted audio with its source: MCD, F0 RMSE/corr, V/UV error, SC, SECS, DNSMOS",
+        description="Compare CONVERTED with SOURCE (two files, or two folders matched by file name). Frames are "
+                    "aligned by DTW of mel cepstra (or 1:1 with --align none). Also speaker similarity (SECS, "
+                    "Resemblyzer) to SOURCE and to the target voice (--reference), and DNSMOS SIG/BAK/OVRL, when the "
+                    "`quality` extra is installed. Prints JSON.",
     )
     parser.add_argument("converted", metavar="CONVERTED", help="converted audio file or folder")
-    parser.add_argument("reference", metavar="REFERENCE", help="reference audio file or folder")
+    parser.add_argument("reference", metavar="SOURCE", help="audio file or folder to compare with: usually the source "
+                        "that was converted (JSON key 'reference')")
     parser.add_argument("--json", default=None, metavar="out.json", help="also write the JSON here")
     parser.add_argument("--figure", default=None, metavar="out.png",
                         help="PNG of F0 tracks and spectrograms (a folder when comparing folders)")
     parser.add_argument("--f0-method", default="pm", help="pitch method for the F0 metrics (default pm)")
     parser.add_argument("--align", default="dtw", choices=("dtw", "none"), help="frame alignment (default dtw)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (folders)")
+    # Quality metrics (rvc_peft.inference.quality; the `quality` extra): SECS and DNSMOS.
+    parser.add_argument("--reference", dest="speaker_reference", action="append", default=[], metavar="VOICE",
+                        help="audio file or folder of the target voice (repeatable): adds 'secs', the speaker "
+                             "similarity of CONVERTED to it")
+    parser.add_argument("--no-quality", action="store_true",
+                        help="skip SECS and DNSMOS (secs, secs_source, dnsmos_*, source_dnsmos_ovrl)")
     parser.set_defaults(func=_run_eval)
+
+
+QUALITY_KEYS = ("secs", "secs_source", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808", "source_dnsmos_ovrl")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
+    from .checkpoints.safe_load import atomic_write
     from .inference.batch import evaluate_paths
 
-    result = evaluate_paths(args.converted, args.reference, json_path=args.json, figure=args.figure,
-                            f0_method=args.f0_method, align=args.align, progress=not args.no_progress)
-    print(json.dumps(result, indent=2))
+    quality: list[str] = []
+    speaker = None
+    if args.no_quality and args.speaker_reference:
+        raise ValueError("--reference needs the quality metrics: drop --no-quality")
+    if not args.no_quality:
+        from .inference.quality import QualityMetricsUnavailable, available_metrics, reference_embedding, require
+
+        try:
+            require("secs", "dnsmos")
+        except QualityMetricsUnavailable as error:  # the other metrics still run
+            note = str(error).replace("\n", " ")
+            print(f"rvc-peft eval: note: skipping these metrics: {note}", file=sys.stderr)
+        quality = available_metrics(("secs", "dnsmos"))
+        if args.speaker_reference and "secs" in quality:
+            speaker = reference_embedding(list(args.speaker_reference))  # once, for every pair
+    result = evaluate_paths(args.converted, args.reference, figure=args.figure, f0_method=args.f0_method,
+                            align=args.align, progress=not args.no_progress, quality=quality,
+                            speaker_reference=speaker)
+    if "pairs" in result and quality:  # folders: means of the quality metrics too
+        for name in QUALITY_KEYS:
+            values = [p[name] for p in result["pairs"] if p.get(name) is not None]
+            if values:
+                result["mean"][name] = sum(values) / len(values)
+    text = json.dumps(result, indent=2)
+    if args.json is not None:
+        atomic_write(Path(args.json), lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    print(text)
     return 0
 
 
@@ -274,6 +312,88 @@ def _run_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+# --- lab-corpus ---------------------------------------------------------------------------------------------------
+
+def _add_lab_corpus_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "lab-corpus",
+        help="speak the lab's fixed English sentences with every installed offline voice (16 kHz WAVs + manifest)",
+        description="Build the voice lab's multi-speaker corpus in OUT: OUT/wavs/<speaker>/<sentence>.wav (16 kHz "
+                    "mono) and OUT/manifest.json (sentences and their train/heldout split, voices and their "
+                    "base/target role). Voices whose engine is not installed are skipped; clips already in OUT are "
+                    "reused.",
+    )
+    parser.add_argument("out_dir", metavar="OUT", nargs="?", help="output folder (created)")
+    parser.add_argument("--voices", default=None, metavar="A,B,...", help="only these voices (default: all)")
+    parser.add_argument("--list-voices", action="store_true", help="list the registered voices and exit")
+    parser.add_argument("--overwrite", action="store_true", help="synthesize every clip again")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=_run_lab_corpus)
+
+
+def _run_lab_corpus(args: argparse.Namespace) -> int:
+    import time
+
+    from .lab.corpus import build_corpus, format_summary, list_voices
+
+    if args.list_voices:
+        for row in list_voices():
+            state = "available" if row["available"] else f"unavailable: {row['reason']}"
+            print(f"{row['name']:<24} {row['engine']:<9} {row['role']:<6} {state}")
+        return 0
+    if not args.out_dir:
+        print("rvc-peft lab-corpus: error: OUT is required (unless --list-voices)", file=sys.stderr)
+        return 2
+    voices = [name.strip() for name in args.voices.split(",") if name.strip()] if args.voices else None
+    start = time.perf_counter()
+    manifest = build_corpus(args.out_dir, voices=voices, overwrite=args.overwrite, progress=not args.no_progress)
+    print(format_summary(manifest))
+    print(f"built in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+# --- lab-base -----------------------------------------------------------------------------------------------------
+
+def _add_lab_base_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "lab-base",
+        help="pretrain the voice lab's base (RVC v2 32k G + D) on a lab corpus's base speakers",
+        description="Pack the base speakers' training sentences of CORPUS (16 kHz audio + F0) into OUT/pack.npz "
+                    "(reused when present), then train an RVC v2 32k synthesizer and discriminator from scratch with "
+                    "RVC's objective. Writes OUT/f0G32k.pth, OUT/f0D32k.pth (RVC base files), OUT/content_encoder/, "
+                    "OUT/training.json and a model card; part-way results are saved every few minutes. The shipped "
+                    "base was made with --max-minutes 7.8 --batch-size 48 on one H200 GPU.",
+    )
+    parser.add_argument("--corpus", required=True, metavar="DIR", help="a corpus written by `rvc-peft lab-corpus`")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--size", default="compact", choices=("compact", "full"),
+                        help="compact: 13.5 M parameters (what ships); full: RVC's v2 32k numbers (default compact)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of the training loop")
+    parser.add_argument("--max-steps", type=int, default=20000, help="training steps at most (default 20000)")
+    parser.add_argument("--batch-size", type=int, default=48, help="windows per step (default 48)")
+    parser.add_argument("--f0-method", default="harvest", help="pitch method for the pack (default harvest)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of weights and batches (default 1234)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.set_defaults(func=_run_lab_base)
+
+
+def _run_lab_base(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .lab.pretrain import PretrainSettings, pack_corpus, pretrain
+
+    out = Path(args.out)
+    pack = out / "pack.npz"
+    if not pack.is_file():
+        pack_corpus(args.corpus, pack, f0_method=args.f0_method, progress=not args.no_progress)
+    settings = PretrainSettings(size=args.size, max_steps=args.max_steps, max_minutes=args.max_minutes,
+                                batch_size=args.batch_size, seed=args.seed)
+    summary = pretrain(pack, out, settings, device=args.device, progress=not args.no_progress)
+    print(f"lab base after {summary['step']} steps ({summary['wall_clock_s'] / 60:.1f} min on {summary['device']}) "
+          f"-> {out / 'f0G32k.pth'}")
+    return 0
+
 # ------------------------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert_parser(subparsers)
     _add_eval_parser(subparsers)
     _add_train_parser(subparsers)
+    _add_lab_corpus_parser(subparsers)
+    _add_lab_base_parser(subparsers)
     return parser
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with rvc-peft and everything its demo and tests need, on a CPU machine.
-#   bash scripts/setup.sh          library + pitch extractors + faiss
+#   bash scripts/setup.sh          library + pitch extractors + faiss + quality metrics + the voice lab's voices
 #   bash scripts/setup.sh --test   the same plus the test tools and reference implementations
 # Idempotent: a second run only re-checks.
 set -euo pipefail
@@ -15,7 +15,16 @@ fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt)
 # torch first and pinned: anything resolving a bare "torch" would pull a multi-GB CUDA build.
 "${PIP[@]}" "torch==2.13.0" "setuptools<82" wheel
-"${PIP[@]}" -e ".[all,dev]"
+# `lab`: the voice lab's Piper voice (piper-tts needs only onnxruntime: no torch, so no CUDA build is pulled).
+"${PIP[@]}" -e ".[all,dev,lab]"
+# --- quality metrics for `rvc-peft eval` (SECS with Resemblyzer, DNSMOS with speechmos) -------------------------
+# The `quality` extra (part of `all` above) brings webrtcvad-wheels, speechmos, onnxruntime and requests.
+# resemblyzer goes in with --no-deps: it declares `webrtcvad` (sdist-only, needs a compiler; webrtcvad-wheels
+# provides that module) and the obsolete `typing` backport; its real dependencies (torch, librosa, scipy) are above.
+"${PIP[@]}" --no-deps resemblyzer==0.1.4
+.venv/bin/python -W ignore -c "import resemblyzer, speechmos.dnsmos" 2>/dev/null \
+  || echo "warning: resemblyzer/speechmos do not import; rvc-peft eval will skip SECS and DNSMOS" >&2
+# --- end of quality metrics --------------------------------------------------------------------------------------
 if [ "$want_tests" = 1 ]; then
   # Reference implementations the tests compare against (never imported by rvc_peft itself):
   # RVC's own model code (the `rvc` wheel, without its fairseq-bound dependencies) and fairseq.
@@ -33,17 +42,24 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v espeak-ng >/dev/null || missing+=(espeak-ng)
   command -v flite >/dev/null || missing+=(flite)
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  # festival and the three voices of the voice lab's corpus (rvc_peft.lab.corpus)
+  command -v text2wave >/dev/null || missing+=(festival)
+  for pkg in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; do
+    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
   if [ ${#missing[@]} -gt 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}") >/dev/null \
       || echo "warning: could not apt-get install ${missing[*]}; speech-based tests will be skipped" >&2
   fi
 fi
-if [ "$want_tests" = 1 ] && ! command -v espeak-ng >/dev/null; then
-  # the speech tests would be skipped: fine on a developer machine, not in CI, where they must run
+if [ "$want_tests" = 1 ] && ! { command -v espeak-ng && command -v flite && command -v text2wave; } >/dev/null; then
+  # the speech tests and the demo's test would be skipped: fine on a developer machine, not in CI, where they must run
   if [ -n "${CI:-}" ]; then
-    echo "error: espeak-ng is missing, so the speech tests cannot run (install espeak-ng, flite and ffmpeg)" >&2
+    echo "error: espeak-ng, flite or festival is missing, so the speech tests cannot run (install espeak-ng, flite," \
+         "ffmpeg, festival, festvox-kallpc16k, festvox-kdlpc16k and festvox-us-slt-hts)" >&2
     exit 1
   fi
-  echo "warning: espeak-ng is missing; the speech tests will be skipped (apt-get install espeak-ng flite ffmpeg)" >&2
+  echo "warning: espeak-ng, flite or festival is missing; speech tests will be skipped (apt-get install espeak-ng" \
+       "flite ffmpeg festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)" >&2
 fi
 echo "rvc-peft environment ready in .venv"

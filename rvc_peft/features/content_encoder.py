@@ -32,6 +32,7 @@ from transformers import HubertConfig, HubertModel
 
 from ..checkpoints.safe_load import atomic_write
 from .fairseq_checkpoint import FairseqCheckpointError, convert_hubert_checkpoint
+from .lab_encoder import MFCCContentEncoder, is_lab_encoder_folder, load_lab_encoder
 
 # FairseqCheckpointError is re-exported so callers can catch both error types from this module.
 __all__ = ["OUTPUT_LAYERS", "ContentEncoder", "ContentEncoderError", "FairseqCheckpointError", "load_content_encoder"]
@@ -293,7 +294,7 @@ def load_content_encoder(
     filename: str | None = None,
     revision: str | None = None,
     kind: str | None = None,
-) -> ContentEncoder:
+) -> ContentEncoder | MFCCContentEncoder:
     """Load a HuBERT/ContentVec content encoder for RVC `version` ("v1": layer 9 + final_proj, "v2": layer 12).
 
     `path_or_hub_id` is a transformers folder, a fairseq checkpoint file (e.g. RVC's `hubert_base.pt`), a Hub id
@@ -305,6 +306,9 @@ def load_content_encoder(
     "hubert". Caveat: Facebook's HuBERT-base has the same layout as RVC's ContentVec file and cannot be told apart
     by structure; RVC voices need ContentVec features. Pass `kind=` to record what you know.
 
+    A folder written by `MFCCContentEncoder.save_pretrained` (the voice lab's stand-in, `config.json` with
+    `model_type: "rvc_lab_mfcc"`) loads as that encoder.
+
     Raises `ContentEncoderError` (or its fairseq counterpart `FairseqCheckpointError`, also a `ValueError`) naming
     the file or Hub id: not found / offline, not a HuBERT model, truncated, or a pickle that would run code.
     """
@@ -313,6 +317,10 @@ def load_content_encoder(
     if path.is_file() and (path.name == "config.json" or (path.name in _WEIGHT_FILES
                                                            and (path.parent / "config.json").is_file())):
         path = path.parent  # a file inside a transformers folder stands for the folder
+    if path.is_dir() and is_lab_encoder_folder(path):  # the voice lab's stand-in for ContentVec
+        lab = load_lab_encoder(path, version, source)
+        logger.info("loaded the lab content encoder (%d-d %s features) from %s", lab.output_dim, version, source)
+        return lab.to(device=device, dtype=dtype)
     if path.is_dir():
         config, hubert_sd, final_sd, normalize, saved_kind = _load_transformers_folder(path)
         guessed = saved_kind or ("contentvec" if final_sd or "contentvec" in source.lower() else "hubert")

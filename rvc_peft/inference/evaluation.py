@@ -19,6 +19,12 @@ frame by frame). Over the pairs:
 * `vuv_error_rate` = share of pairs whose voicing decisions differ;
 * `spectral_convergence` = `‖|S_ref| − |S_conv|‖_F / ‖|S_ref|‖_F` over the paired frames.
 
+With `quality=True` (or `speaker_reference=`), `evaluate` adds the metrics of `rvc_peft.inference.quality`, whose
+models ship inside wheels (the `quality` extra): `secs` (speaker similarity of the converted audio to
+`speaker_reference`, the target voice), `secs_source` (to the second signal, usually the source that was converted),
+`dnsmos_sig`/`dnsmos_bak`/`dnsmos_ovrl`/`dnsmos_p808` of the converted audio and `source_dnsmos_ovrl` of the second
+signal. A signal too silent to score gets None and a line in `quality_notes`.
+
 `evaluate(...)` returns a JSON-ready dict; `save_figure(...)` draws F0 tracks and spectrograms side by side (PNG,
 matplotlib's Agg backend, no display needed).
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +187,58 @@ def metrics(converted: Analysis, reference: Analysis, pairs: np.ndarray) -> dict
     }
 
 
+def quality_selection(quality: bool | Collection[str] | None, speaker_reference: Any = None) -> tuple[str, ...]:
+    """The quality metrics `evaluate(quality=..., speaker_reference=...)` computes: a subset of ("secs", "dnsmos").
+
+    None: SECS when a speaker reference is given, else nothing; True: both; False: none; or the names themselves.
+    """
+    if quality is None:
+        return ("secs",) if speaker_reference is not None else ()
+    if isinstance(quality, bool):
+        return ("secs", "dnsmos") if quality else ()
+    chosen = tuple(dict.fromkeys(quality))
+    unknown = [name for name in chosen if name not in ("secs", "dnsmos")]
+    if unknown:
+        raise ValueError(f"unknown quality metrics {unknown}; choose from 'secs', 'dnsmos'")
+    return chosen
+
+
+def quality_metrics(converted: Analysis, reference: Analysis, metrics: Collection[str] = ("secs", "dnsmos"),
+                    speaker_reference: Any = None) -> dict[str, Any]:
+    """SECS and DNSMOS of `converted` (see the module docstring); raises `QualityMetricsUnavailable` if a package
+    is missing. `speaker_reference`: anything `quality.reference_embedding` takes (paths, clips, an embedding)."""
+    from .quality import dnsmos, reference_embedding, require, speaker_embedding
+
+    require(*metrics)
+    out: dict[str, Any] = {}
+    notes: list[str] = []
+
+    def attempt(function: Any, analysis: Analysis, what: str) -> Any:
+        try:
+            return function(analysis.audio, SAMPLE_RATE)
+        except ValueError as err:  # silent or unusable signal: a None and a note, not a failed evaluation
+            notes.append(f"{analysis.name}: no {what} ({err})")
+            return None
+
+    if "secs" in metrics:
+        target = reference_embedding(speaker_reference) if speaker_reference is not None else None
+        conv_embedding = attempt(speaker_embedding, converted, "SECS")
+        ref_embedding = attempt(speaker_embedding, reference, "SECS")
+        if target is not None:
+            out["secs"] = None if conv_embedding is None else float(conv_embedding @ target)
+        both = conv_embedding is not None and ref_embedding is not None
+        out["secs_source"] = float(conv_embedding @ ref_embedding) if both else None
+    if "dnsmos" in metrics:
+        scores = attempt(dnsmos, converted, "DNSMOS")
+        for key in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"):
+            out[key] = None if scores is None else scores[key]
+        source_scores = attempt(dnsmos, reference, "DNSMOS")
+        out["source_dnsmos_ovrl"] = None if source_scores is None else source_scores["dnsmos_ovrl"]
+    if notes:
+        out["quality_notes"] = notes
+    return out
+
+
 def evaluate(
     converted: Any,
     reference: Any,
@@ -189,13 +248,21 @@ def evaluate(
     f0_method: str = "pm",
     align: str = "dtw",
     figure: str | os.PathLike | None = None,
+    quality: bool | Collection[str] | None = None,
+    speaker_reference: Any = None,
     **f0_kwargs: Any,
 ) -> dict[str, Any]:
     """Compare `converted` with `reference` (paths, arrays with their rates, or (array, rate) tuples).
 
     Returns a JSON-ready dict: the metrics (see the module docstring), frame counts, durations and settings.
     `figure=path.png` also writes the comparison figure. Raises `EvaluationError` naming the bad input.
+    `quality=True` adds SECS and DNSMOS (`secs_source`, `dnsmos_*`, `source_dnsmos_ovrl`; see `quality_selection`),
+    `speaker_reference=` (target-voice files/folders, clips or an embedding) adds `secs`; a missing package raises
+    `rvc_peft.inference.quality.QualityMetricsUnavailable`.
     """
+    selected = quality_selection(quality, speaker_reference)
+    if speaker_reference is not None and "secs" not in selected:
+        raise ValueError("speaker_reference is used by SECS: pass quality=True or include 'secs'")
     conv = analyse(converted, sample_rate=sample_rate, f0_method=f0_method, name="converted", **f0_kwargs)
     ref = analyse(reference, sample_rate=reference_sample_rate or sample_rate, f0_method=f0_method,
                   name="reference", **f0_kwargs)
@@ -211,6 +278,9 @@ def evaluate(
         "settings": {"analysis_sample_rate": SAMPLE_RATE, "hop": HOP, "n_fft": N_FFT, "n_mels": N_MELS,
                      "cepstra": f"c1..c{N_CEPSTRA}", "f0_method": f0_method, "align": align},
     }
+    if selected:
+        result.update(quality_metrics(conv, ref, selected, speaker_reference))
+        result["settings"]["quality_metrics"] = list(selected)
     if figure is not None:
         result["figure"] = str(save_figure(figure, conv, ref, result))
     return result
@@ -243,7 +313,18 @@ def save_figure(path: str | os.PathLike, converted: Analysis, reference: Analysi
         parts.append(f"V/UV error {100 * result['vuv_error_rate']:.1f} %")
         if result.get("spectral_convergence") is not None:
             parts.append(f"SC {result['spectral_convergence']:.3f}")
-        ax_f0.set_title(" · ".join(parts))
+        secs, mos = [], []  # quality metrics, when computed: a second line
+        if result.get("secs") is not None:
+            secs.append(f"target voice {result['secs']:.3f}")
+        if result.get("secs_source") is not None:
+            secs.append(f"reference {result['secs_source']:.3f}")
+        if result.get("dnsmos_ovrl") is not None:
+            mos.append(f"converted {result['dnsmos_ovrl']:.2f} (SIG {result['dnsmos_sig']:.2f}, "
+                       f"BAK {result['dnsmos_bak']:.2f})")
+        if result.get("source_dnsmos_ovrl") is not None:
+            mos.append(f"reference {result['source_dnsmos_ovrl']:.2f}")
+        quality = ([f"SECS to {', '.join(secs)}"] if secs else []) + ([f"DNSMOS OVRL {', '.join(mos)}"] if mos else [])
+        ax_f0.set_title(" · ".join(parts) + ("\n" + " · ".join(quality) if quality else ""))
     top = max(float(converted.magnitude.max()), float(reference.magnitude.max()), 1e-10)
     for column, (analysis, title) in enumerate(((reference, "reference"), (converted, "converted"))):
         ax = fig.add_subplot(grid[1, column])

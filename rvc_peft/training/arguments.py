@@ -13,7 +13,7 @@ from .errors import TrainingSetupError
 
 LR_SCHEDULERS = ("rvc_exponential", "constant", "cosine", "linear")
 DISCRIMINATOR_MODES = ("full", "frozen", "lora")
-LOSS_MODES = ("full", "mel")
+LOSS_MODES = ("full", "mel_kl", "mel")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 RVC_LR_DECAY = 0.999875  # RVC's ExponentialLR gamma, stepped once per epoch
 
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="full: train every discriminator weight (RVC); frozen: keep it fixed; lora: its own adapter")
     lora.add_argument("--discriminator_rank", type=int, default=None, help="rank of the discriminator adapter")
     lora.add_argument("--loss", choices=LOSS_MODES, default="full",
-                      help="full: RVC's objective (mel x45 + KL + feature matching x2 + LSGAN); mel: mel L1 only")
+                      help="full: RVC's objective (mel x45 + KL + feature matching x2 + LSGAN); mel_kl: mel x45 + KL, no "
+                           "discriminator (trains the prior and flow too, fast on a CPU); mel: mel L1 only")
 
     ckpt = parser.add_argument_group("checkpoints")
     ckpt.add_argument("--checkpointing_steps", type=int, default=500, help="save a checkpoint every N steps")
@@ -139,8 +140,9 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         args.lora_alpha = 2 * args.rank
     if args.discriminator_rank is None:
         args.discriminator_rank = args.rank
-    if args.loss == "mel" and args.discriminator_mode != "full":
-        raise TrainingSetupError("--discriminator_mode only applies to --loss full (--loss mel uses no discriminator)")
+    if args.loss != "full" and args.discriminator_mode != "full":
+        raise TrainingSetupError(f"--discriminator_mode only applies to --loss full (--loss {args.loss} uses no "
+                                 "discriminator)")
     if args.lora_targets is None:
         from ..tuners.lora.config import is_target_preset
 

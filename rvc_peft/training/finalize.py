@@ -67,7 +67,8 @@ def training_summary(trainer: Any, elapsed: float) -> dict[str, Any]:
         "batch size (per process x processes x accumulation)":
             f"{args.train_batch_size} x {trainer.accelerator.num_processes} x {args.gradient_accumulation_steps}",
         "learning rate": f"{args.learning_rate:g} ({args.lr_scheduler}, warm-up {args.lr_warmup_steps})",
-        "loss": "RVC full: mel x45 + KL + feature matching x2 + LSGAN" if args.loss == "full" else "mel L1 only",
+        "loss": {"full": "RVC full: mel x45 + KL + feature matching x2 + LSGAN", "mel_kl": "mel x45 + KL, no "
+                 "discriminator", "mel": "mel L1 only"}[args.loss],
         "discriminator": f"{args.discriminator_mode}, from {trainer.discriminator_source}" if args.loss == "full"
                          else "none",
         "speaker embedding trained": bool(args.train_speaker_embedding),

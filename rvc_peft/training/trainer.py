@@ -7,7 +7,7 @@ One optimiser update (RVC's `train_and_evaluate` step, per micro-batch under gra
 3. discriminator step (trainable D only): LSGAN loss on (y, ŷ.detach()), backward, clip/measure, AdamW step;
 4. generator step: the (just updated) discriminator on (y, ŷ) with its weights frozen — called outside DDP so no
    gradient reaches D and DDP's reducer is not involved — then mel ×45 + KL + feature matching ×2 + LSGAN, backward,
-   AdamW step. `--loss mel` keeps only the mel term and builds no discriminator.
+   AdamW step. `--loss mel` keeps only the mel term and builds no discriminator; `--loss mel_kl` keeps mel + KL.
 
 Both losses go through `accelerator.backward`, so under fp16 one GradScaler scales both, each optimiser's step is
 skipped on overflow and the scale is updated after each step. Schedulers step once per update.
@@ -254,8 +254,12 @@ class RVCTrainer:
             wave = slice_segments(batch["wave"], ids_slice * hop, seg * hop)
             out: dict[str, torch.Tensor] = {}
             loss_mel = mel_loss(y_mel, y_hat_mel)
-            if self.net_d is None:
+            if self.net_d is None:  # --loss mel / mel_kl: no discriminator
                 loss_g = loss_mel
+                if self.args.loss == "mel_kl":
+                    loss_kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask) * C_KL
+                    loss_g = loss_g + loss_kl
+                    out["loss/g/kl"] = loss_kl.detach()
             else:
                 if self.d_trainable:
                     with accelerator.autocast():

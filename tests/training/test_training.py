@@ -389,6 +389,25 @@ def test_mel_only_ablation_builds_no_discriminator(assets, tmp_path, monkeypatch
     assert "get no gradient" in caplog.text
 
 
+def test_mel_kl_trains_prior_and_flow_without_a_discriminator(assets, tmp_path, monkeypatch, caplog):
+    """--loss mel_kl: RVC's mel and KL terms, no discriminator; unlike --loss mel the flow's adapter learns."""
+    history = _record_losses(monkeypatch)
+    args = parse_args(train_args(assets["base"], assets["data"], tmp_path / "out", "--loss", "mel_kl", "--lora_preset",
+                                 "all", "--max_train_steps", "1", "--skip_final_validation", "--learning_rate", "1e-3"))
+    trainer = RVCTrainer(args)
+    assert trainer.discriminator is None and trainer.optimizer_d is None
+    generator = trainer.accelerator.unwrap_model(trainer.net_g)
+    before = _snapshot(generator)
+    trainer.train()
+    assert set(history[0]) == {"loss/g/total", "loss/g/mel", "loss/g/kl", "grad_norm_g", "learning_rate"}
+    assert history[0]["loss/g/total"] == pytest.approx(history[0]["loss/g/mel"] + history[0]["loss/g/kl"], rel=1e-5)
+    changed = {n for n, p in generator.named_parameters() if not torch.equal(p, before[n])}
+    assert any(".flow." in n for n in changed) and any(n.startswith("base_model.model.dec.") for n in changed)
+    assert "get no gradient" not in caplog.text
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "mel x45 + KL, no discriminator" in card
+
+
 def test_one_loss_scaler_covers_both_optimizers(assets, tmp_path, monkeypatch):
     """fp16's GradScaler path (emulated on the CPU: a GradScaler("cpu") installed before `prepare`).
 
