@@ -231,42 +231,66 @@ def summarize(report: dict) -> list[dict]:
     return rows
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The summary as the Markdown table of benchmarks/RESULTS.md."""
+    head = ("| budget | configuration | trainable params | adapter MB | s/step | SECS to target | SECS to source | "
+            "DNSMOS OVRL | mel L1 | MCD dB | F0 RMSE cents | SECS gain vs full | mel-L1 gain vs full |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def cell(value: object) -> str:
+        return "–" if value is None else f"{value:,}" if isinstance(value, int) else f"{value}"
+
+    for r in rows:
+        share = [f"{round(100 * r[k])}%" if r[k] is not None else "–" for k in ("secs_share_of_full",
+                                                                               "mel_l1_share_of_full")]
+        lines.append(f"| {r['budget']} | {r['config']} | {cell(r['trainable_parameters'])} | {r['adapter_mb']} | "
+                     f"{r['seconds_per_step']} | {cell(r['secs'])} | {cell(r['secs_source'])} | "
+                     f"{cell(r['dnsmos_ovrl'])} | {cell(r['mel_l1'])} | {cell(r['mcd_db'])} | "
+                     f"{cell(r['f0_rmse_cents'])} | {share[0]} | {share[1]} |")
+    return "\n".join(lines)
+
+
 def plot(report: dict, folder: Path) -> list[Path]:
-    """Learning curves (mean over targets, largest budget): SECS and mel L1 against steps and training seconds."""
+    """Learning curves per budget (mean over targets): SECS and mel L1 against steps and against training seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    largest = max(r["budget_s"] > 60 for r in report["runs"])
     written = []
-    for metric, label in (("secs", "SECS to the target (higher is better)"),
-                          ("mel_l1", "held-out log-mel L1 (lower is better)")):
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        for config in report["configs"]:
-            runs = [r for r in report["runs"] if r["config"] == config and (r["budget_s"] > 60) == largest]
-            if not runs:
+    for large, budget in ((False, "30s"), (True, "all")):
+        for metric, label in (("secs", "SECS to the target (higher is better)"),
+                              ("mel_l1", "held-out log-mel L1 (lower is better)")):
+            fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+            targets = set()
+            for config in report["configs"]:
+                runs = [r for r in report["runs"] if r["config"] == config and (r["budget_s"] > 60) == large]
+                if not runs:
+                    continue
+                targets |= {r["target"] for r in runs}
+                points = range(len(runs[0]["curve"]))
+                steps = [0] + [p["step"] for p in runs[0]["curve"]]
+                seconds = [0] + [float(np.mean([r["curve"][i]["train_seconds"] for r in runs])) for i in points]
+                values = [float(np.mean([r["base"][metric] for r in runs]))] + [
+                    float(np.mean([r["curve"][i][metric] for r in runs])) for i in points]
+                axes[0].plot(steps, values, marker="o", label=config)
+                axes[1].plot(seconds, values, marker="o", label=config)
+            if not targets:
+                plt.close(fig)
                 continue
-            steps = [0] + [p["step"] for p in runs[0]["curve"]]
-            seconds = [0] + [float(np.mean([r["curve"][i]["train_seconds"] for r in runs]))
-                             for i in range(len(runs[0]["curve"]))]
-            values = [float(np.mean([r["base"][metric] for r in runs]))] + [
-                float(np.mean([r["curve"][i][metric] for r in runs])) for i in range(len(runs[0]["curve"]))]
-            axes[0].plot(steps, values, marker="o", label=config)
-            axes[1].plot(seconds, values, marker="o", label=config)
-        axes[0].set_xlabel("training steps (equal steps)")
-        axes[1].set_xlabel("training seconds on this CPU (equal wall-clock)")
-        for ax in axes:
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=7)
-        fig.suptitle(f"adaptation to held-out lab speakers, mean of {len(report['runs'][0]['curve'])} points, "
-                     f"{report['machine']}", fontsize=8)
-        fig.tight_layout()
-        path = folder / f"quality_curve_{metric}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+            axes[0].set_xlabel("training steps (equal steps)")
+            axes[1].set_xlabel("training seconds on this CPU (equal wall-clock)")
+            for ax in axes:
+                ax.set_ylabel(label)
+                ax.grid(alpha=0.3)
+            axes[1].legend(fontsize=7)
+            fig.suptitle(f"adaptation to held-out lab speakers ({', '.join(sorted(targets))}; budget "
+                         f"{'~90 s' if large else '~30 s'}), mean over targets; {report['machine']}", fontsize=8)
+            fig.tight_layout()
+            path = folder / f"quality_curve_{metric}_{budget}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
     return written
 
 
@@ -285,7 +309,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "quality_cpu.json"))
     parser.add_argument("--plots", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
+                        help="only merge these result files (e.g. targets run in parallel processes) into --json, "
+                             "with the summary table and the plots")
     args = parser.parse_args()
+    if args.summarize:
+        reports = [json.loads(Path(p).read_text()) for p in args.summarize]
+        report = reports[0] | {"runs": [run for r in reports for run in r["runs"]],
+                               "wall_clock_minutes": [r.get("wall_clock_minutes") for r in reports],
+                               "peak_rss_mb": max(r.get("peak_rss_mb") or 0 for r in reports) or None}
+        report["summary"] = summarize(report)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        plots = plot(report, Path(args.plots))
+        print(markdown_table(report["summary"]))
+        print(f"wrote {args.json} and {', '.join(map(str, plots))}")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     manifest = load_manifest(args.corpus)

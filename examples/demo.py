@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--lora-preset", default="generator+flow", help="adapter targets (default generator+flow)")
     parser.add_argument("--loss", default="mel_kl", choices=("full", "mel_kl", "mel"),
                         help="training objective (default mel_kl: RVC's mel + KL terms, no discriminator)")
+    parser.add_argument("--index-rate", type=float, default=0.0,
+                        help="retrieval share at conversion (default 0: with the lab's MFCC features retrieval "
+                             "lowered both speaker similarity and DNSMOS; 0.75 is RVC's usual value with ContentVec)")
     parser.add_argument("--pitch", type=float, default=None,
                         help="transposition in semitones (default: from the median F0 of source and recordings)")
     args = parser.parse_args()
@@ -169,7 +172,7 @@ def main() -> None:
     converted = out / "converted"
     command = [*rvc_peft, "convert", str(source), "--base", str(base), "--adapter", str(adapter),
                "--content-encoder", str(encoder), "--f0-method", args.f0_method, "--pitch", str(shift),
-               "--index-rate", "0.5", "-o", str(converted), "--seed", "0", "--no-progress"]
+               "--index-rate", str(args.index_rate), "-o", str(converted), "--seed", "0", "--no-progress"]
     run(command + (["--rmvpe", args.rmvpe] if args.rmvpe else []))
     result = converted / (source.stem + ".wav")
     audio, rate = sf.read(result)
