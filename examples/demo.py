@@ -2,13 +2,14 @@
 
     python examples/demo.py                                   # offline: the voice-lab base and synthetic voices
     python examples/demo.py --base f0G40k.pth --discriminator f0D40k.pth --sample-rate 40k \\
-        --content-encoder hubert_base.pt --f0-method rmvpe --rmvpe rmvpe.pt --recordings my_voice/ --steps 2000
+        --content-encoder hubert_base.pt --f0-method rmvpe --rmvpe rmvpe.pt --recordings my_voice/ --steps 2000 \\
+        --loss full --index-rate 0.75
 
-Every step runs the commands a user runs (`rvc-peft preprocess`, `accelerate launch -m rvc_peft.train` style
-`train_accelerate.py`, `rvc-peft convert`, `rvc-peft eval`), in fresh processes, and the demo checks what each wrote.
+Every step runs the commands a user runs (`rvc-peft preprocess`, `accelerate launch train_accelerate.py`,
+`rvc-peft convert`, `rvc-peft eval`), in fresh processes, and the demo checks what each wrote.
 
 Without model arguments nothing is downloaded and everything is real but synthetic: the voice-lab base shipped in
-`rvc_peft/lab/base/` (an RVC v2 32k synthesizer trained on twelve offline TTS voices, with the lab's MFCC content
+`rvc_peft/lab/weights/` (an RVC v2 32k synthesizer trained on twelve offline TTS voices, with the lab's MFCC content
 encoder standing in for ContentVec; see its model card), a target voice the base never heard (a festival diphone
 voice) reading 20 sentences as "your recordings", and another voice (flite's slt) reading a sentence the target never
 read as the source. The converted file should sound like the target speaking the source's words; `rvc-peft eval`
@@ -74,7 +75,7 @@ def lab_material(out: Path) -> tuple[Path, Path]:
 
 
 def median_f0(files: list[Path]) -> float:
-    """Median F0 (Hz) of the voiced frames of some recordings (harvest), to pick the conversion's transposition."""
+    """Median F0 (Hz) of the voiced frames of some recordings (pm), to pick the conversion's transposition."""
     from rvc_peft.features.audio import load_audio
     from rvc_peft.features.pitch import extract_f0
 
@@ -96,7 +97,7 @@ def main() -> None:
     parser.add_argument("--f0-method", default="harvest", help="pitch method (default harvest; rmvpe with RVC's)")
     parser.add_argument("--rmvpe", default=None, help="rmvpe.pt for --f0-method rmvpe")
     parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    parser.add_argument("--lora-preset", default="generator+flow", help="adapter targets (default generator+flow)")
+    parser.add_argument("--lora-preset", default="all", help="adapter targets (default all, the training default)")
     parser.add_argument("--loss", default="mel_kl", choices=("full", "mel_kl", "mel"),
                         help="training objective (default mel_kl: RVC's mel + KL terms, no discriminator)")
     parser.add_argument("--index-rate", type=float, default=0.0,

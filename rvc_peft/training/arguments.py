@@ -71,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--rank", type=int, default=8, help="LoRA rank")
     lora.add_argument("--lora_alpha", type=int, default=None, help="LoRA alpha (default: 2 x rank)")
     lora.add_argument("--lora_dropout", type=float, default=0.0)
-    lora.add_argument("--lora_preset", default="generator",
-                      help='target preset: generator, flow, encoder, all, or a "+" combination such as generator+flow')
+    lora.add_argument("--lora_preset", default="all",
+                      help='target preset: generator, flow, encoder, all, or a "+" combination such as generator+flow '
+                           "(all: the cheapest that matched full fine-tuning in benchmarks/bench_quality.py; a "
+                           "generator-only adapter reached a third of its reconstruction gain)")
     lora.add_argument("--lora_targets", default=None,
                       help="explicit target modules instead of a preset: a regex, or a comma-separated list of names")
     lora.add_argument("--train_speaker_embedding", action="store_true",
