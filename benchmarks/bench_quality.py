@@ -42,7 +42,7 @@ from rvc_peft.features.pitch import extract_f0, f0_to_coarse
 from rvc_peft.features.spectrogram import mel_from_config
 from rvc_peft.lab.assets import lab_base_files
 from rvc_peft.lab.corpus import load_manifest, speaker_files
-from rvc_peft.lab.pretrain import _Utterances
+from rvc_peft.lab.pretrain import TrainingUtterances
 from rvc_peft.models.synthesizer import slice_segments
 from rvc_peft.training.losses import kl_loss, mel_loss
 
@@ -154,7 +154,7 @@ class Evaluator:
                 "secs_source": float(np.mean(secs_source)), "dnsmos_ovrl": float(ovrl)}
 
 
-def train_data(manifest: dict, target: str, budget_s: float, config, encoder, crop: int) -> tuple[_Utterances, float]:
+def train_data(manifest: dict, target: str, budget_s: float, config, encoder, crop: int) -> tuple[TrainingUtterances, float]:
     """The target's first training sentences adding up to `budget_s` seconds, as device-ready items (speaker 0)."""
     audio, f0, total = [], [], 0.0
     for path in speaker_files(manifest, target, "train"):
@@ -164,11 +164,11 @@ def train_data(manifest: dict, target: str, budget_s: float, config, encoder, cr
         audio.append(wav)
         f0.append(extract_f0(wav, "harvest").astype(np.float32))
         total += len(wav) / 16000
-    return _Utterances(audio, f0, np.zeros(len(audio), dtype=np.int64), config, encoder, torch.device("cpu"),
+    return TrainingUtterances(audio, f0, np.zeros(len(audio), dtype=np.int64), config, encoder, torch.device("cpu"),
                        crop), total
 
 
-def run_one(base, spec: dict, data: _Utterances, evaluate: Evaluator, steps: int, batch: int, crop: int,
+def run_one(base, spec: dict, data: TrainingUtterances, evaluate: Evaluator, steps: int, batch: int, crop: int,
             seed: int) -> dict:
     model, params = build_model(base, spec)
     config = rvc_model(model).config

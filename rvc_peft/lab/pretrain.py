@@ -119,8 +119,9 @@ class PretrainSettings:
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
 
 
-class _Utterances:
-    """The pack on the device, aligned the way RVC's data loader aligns a training item."""
+class TrainingUtterances:
+    """Utterances on the device, aligned the way RVC's data loader aligns a training item; `batch()` draws random
+    windows of `crop` frames (used by `pretrain` and by `benchmarks/bench_quality.py`)."""
 
     def __init__(self, audio: list[np.ndarray], f0: list[np.ndarray], speaker: np.ndarray, config: RVCConfig,
                  encoder: MFCCContentEncoder, device: torch.device, min_frames: int) -> None:
@@ -184,7 +185,7 @@ def pretrain(pack_file: str | Path, out_dir: str | Path, settings: PretrainSetti
     encoder = encoder or lab_content_encoder("v2")
     audio, f0, speaker, meta = load_pack(pack_file)
     started = time.perf_counter()
-    data = _Utterances(audio, f0, speaker, config, encoder, device, settings.crop_frames)
+    data = TrainingUtterances(audio, f0, speaker, config, encoder, device, settings.crop_frames)
     prepared_s = time.perf_counter() - started
 
     model = RVCSynthesizer(config).to(device).train()
@@ -294,8 +295,8 @@ RVC's pretrained bases trained on real voices.
   RVC's objective (mel L1 x45, KL, feature matching x2, LSGAN).
 - Hardware and time: {summary['device']}, torch {summary['torch']}, {summary['wall_clock_s'] / 60:.1f} min
   (+{summary['prepare_s']:.0f} s data preparation).
-- Final losses (mean of the last {s['log_every']} steps): {json.dumps({k: v for k, v in last.items()
-                                                                         if k not in ('step', 'minutes')})}
+- Last logged losses (mean of steps {last.get('step', 0) - s['log_every'] + 1}-{last.get('step', 0)}): {json.dumps(
+  {k: v for k, v in last.items() if k not in ('step', 'minutes')})}
 
 Reproduce (GPU timings differ from run to run, so a time-limited run stops at a slightly different step):
 
