@@ -34,6 +34,7 @@ from ..features.lab_encoder import MFCCContentEncoder, lab_content_encoder
 from ..features.pitch import f0_to_coarse
 from ..features.spectrogram import linear_spectrogram, mel_from_config
 from ..models import MultiPeriodDiscriminator, RVCConfig, RVCSynthesizer
+from ..models.synthesizer import slice_segments
 from ..training.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss
 
 LAB_SAMPLE_RATE = 32000
@@ -136,12 +137,12 @@ class TrainingUtterances:
             frames = min(len(wave) // hop, phone.shape[0], len(pitchf))
             if frames < min_frames:
                 continue
+            wave = wave[: frames * hop].to(device)
             self.items.append({
-                "wave": wave[: frames * hop].to(device), "phone": phone[:frames].to(device),
+                "wave": wave, "phone": phone[:frames].to(device),
                 "pitchf": torch.from_numpy(pitchf[:frames].copy()).to(device),
                 "pitch": torch.from_numpy(f0_to_coarse(pitchf[:frames])).to(device),
-                "spec": linear_spectrogram(wave[: frames * hop].to(device), config.filter_length, hop,
-                                           config.win_length)[:, :frames],
+                "spec": linear_spectrogram(wave, config.filter_length, hop, config.win_length)[:, :frames],
                 "sid": torch.tensor(sid, device=device),
             })
         if not self.items:
@@ -218,7 +219,8 @@ def pretrain(pack_file: str | Path, out_dir: str | Path, settings: PretrainSetti
 
     from tqdm.auto import tqdm
 
-    sums: dict[str, float] = {}
+    names = ("d", "mel", "kl", "fm", "gen")
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)  # read back at log time only: no per-step sync
     last_save = time.perf_counter()
     step = 0
     bar = tqdm(total=settings.max_steps, desc="pretraining", disable=not progress)
@@ -227,7 +229,7 @@ def pretrain(pack_file: str | Path, out_dir: str | Path, settings: PretrainSetti
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=use_autocast):
             y_hat, ids, _, z_mask, (_, z_p, m_p, logs_p, _, logs_q) = model(
                 batch["phone"], lengths, batch["pitch"], batch["pitchf"], batch["spec"], lengths, batch["sid"])
-        wave = torch.stack([batch["wave"][i, s * hop:(s + seg) * hop] for i, s in enumerate(ids.tolist())])[:, None]
+        wave = slice_segments(batch["wave"], ids * hop, seg * hop)[:, None]
         y_hat = y_hat.float()
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=use_autocast):
             real, fake, _, _ = disc(wave, y_hat.detach())
@@ -245,18 +247,17 @@ def pretrain(pack_file: str | Path, out_dir: str | Path, settings: PretrainSetti
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        for name, value in (("d", loss_d), ("mel", loss_mel), ("kl", loss_kl), ("fm", loss_fm), ("gen", loss_gen)):
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        sums += torch.stack([loss_d, loss_mel, loss_kl, loss_fm, loss_gen]).detach().double()
         bar.update(1)
         elapsed = time.perf_counter() - started
         if step % settings.log_every == 0:
-            entry = {"step": step, "minutes": round(elapsed / 60, 2)} | {k: round(v / settings.log_every, 4)
-                                                                       for k, v in sums.items()}
+            entry = {"step": step, "minutes": round(elapsed / 60, 2)} | {
+                k: round(v / settings.log_every, 4) for k, v in zip(names, sums.tolist(), strict=True)}
             if not all(math.isfinite(v) for v in entry.values()):
                 raise FloatingPointError(f"non-finite loss at step {step}: {entry}")
             settings.history.append(entry)
             bar.write(json.dumps(entry))
-            sums = {}
+            sums.zero_()
         if settings.max_minutes is not None and elapsed > settings.max_minutes * 60:
             break
         if time.perf_counter() - last_save > settings.save_every_minutes * 60:
