@@ -1,18 +1,13 @@
 #!/usr/bin/env python
-"""Train an RVC voice LoRA adapter: `accelerate launch train_accelerate.py --pretrained_model_name_or_path ... `.
+"""Train an RVC voice LoRA adapter: `accelerate launch train_accelerate.py --pretrained_model_name_or_path ...`.
 
-Also runs with plain `python train_accelerate.py ...` (one process). Every option: `--help`; the work is done by
-`rvc_peft.training.main`.
+Kept for runs from a checkout's root; from any other folder use `accelerate launch -m rvc_peft.train ...`,
+`python -m rvc_peft.train ...` or `rvc-peft-train ...` (the same options and exit codes; `--help` lists them).
 """
 
 import sys
 
-from rvc_peft.training import TrainingError, main, parse_args
+from rvc_peft.train import run
 
 if __name__ == "__main__":
-    try:
-        result = main(parse_args())
-    except TrainingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(130 if result.interrupted else 0)
+    sys.exit(run())

@@ -5,7 +5,7 @@
         --content-encoder hubert_base.pt --f0-method rmvpe --rmvpe rmvpe.pt --recordings my_voice/ --steps 2000 \\
         --loss full --index-rate 0.75
 
-Every step runs the commands a user runs (`rvc-peft preprocess`, `accelerate launch train_accelerate.py`,
+Every step runs the commands a user runs (`rvc-peft preprocess`, `accelerate launch -m rvc_peft.train`,
 `rvc-peft convert`, `rvc-peft eval`), in fresh processes, and the demo checks what each wrote.
 
 Without model arguments nothing is downloaded and everything is real but synthetic: the voice-lab base shipped in
@@ -37,6 +37,43 @@ TARGET_VOICE = "festival-ked"  # a held-out target speaker of the lab corpus (th
 SOURCE_VOICE = "flite-slt"  # another speaker, whose sentence gets converted
 SOURCE_SENTENCE = "s035"  # a held-out sentence: the target never read it
 RECORDING_SENTENCES = 20  # the target's first 20 training sentences, about a minute of speech
+
+
+# what the demo writes into --out: a rerun deletes these entries and nothing else
+DEMO_ENTRIES = frozenset({"demo.json", "corpus", "recordings", "source.wav", "dataset", "my_voice_lora",
+                          "my_voice.pth", "converted", "metrics.json", "compare.png"})
+
+
+def prepare_out(out: Path) -> str | None:
+    """Make `out` ready for a run: create it, or clear an earlier demo's output there. Returns why it refused, or None.
+
+    A folder is only cleared when it holds the demo's marker (demo.json written by this script) and nothing but the
+    demo's own entries; then only those entries are deleted. Anything else there (a user's files, another program's
+    demo.json next to them) makes it refuse and touch nothing.
+    """
+    if out.exists() and not out.is_dir():
+        return f"{out} is a file, not a folder; choose a new --out folder"
+    entries = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    if entries:
+        marker = out / "demo.json"
+        try:
+            ours = marker.is_file() and "status" in json.loads(marker.read_text())
+        except (OSError, ValueError, TypeError):  # unreadable, not JSON, or JSON that is not an object
+            ours = False
+        foreign = [name for name in entries if name not in DEMO_ENTRIES]
+        if not ours or foreign:
+            shown = ", ".join(foreign[:5] or entries[:5]) + (" ..." if len(foreign or entries) > 5 else "")
+            return (f"{out} holds files that are not an earlier demo's ({shown}); choose a new or empty --out "
+                    "folder (nothing was deleted)")
+        for name in entries:  # all of them are the demo's own: start over
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "demo.json").write_text(json.dumps({"status": "running"}))
+    return None
 
 
 def step(title: str) -> float:
@@ -110,12 +147,9 @@ def main() -> None:
         parser.error("--base needs --content-encoder (the content encoder the base was trained with)")
     started = time.perf_counter()
     out = args.out
-    if out.exists() and any(out.iterdir()) and not (out / "demo.json").is_file():
-        parser.error(f"{out} holds files that are not an earlier demo's; choose a new --out folder")
-    if out.exists():
-        shutil.rmtree(out)  # an earlier demo's output (it has demo.json): start over
-    out.mkdir(parents=True)
-    (out / "demo.json").write_text(json.dumps({"status": "running"}))
+    refused = prepare_out(out)
+    if refused is not None:
+        parser.error(refused)
     rvc_peft = [tool("rvc-peft")]
 
     t = step("1. recordings, source and models")
@@ -148,7 +182,8 @@ def main() -> None:
     adapter = out / "my_voice_lora"
     exported = out / "my_voice.pth"
     every = max(args.steps // 2, 1)
-    command = [tool("accelerate"), "launch", "--num_processes", "1", str(REPO / "train_accelerate.py"),
+    command = [tool("accelerate"), "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "-m", "rvc_peft.train",
                "--pretrained_model_name_or_path", str(base), "--train_data_dir", str(dataset),
                "--output_dir", str(adapter), "--train_batch_size", "4", "--max_train_steps", str(args.steps),
                "--learning_rate", "5e-4", "--lora_preset", args.lora_preset, "--rank", "8",

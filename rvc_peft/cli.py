@@ -96,7 +96,9 @@ def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
                         "an exported voice), rvc-peft model folder, or Hub reference (org/repo[/file.pth])")
     parser.add_argument("--adapter", required=True, metavar="A", help="adapter folder or Hub id (save_pretrained)")
     parser.add_argument("--out", required=True, metavar="voice.pth", help="output file (written atomically)")
-    parser.add_argument("--info", default="", metavar="TEXT", help="text for the voice's 'info' field")
+    parser.add_argument("--info", default=None, metavar="TEXT",
+                        help="text for the voice's 'info' field (default: the base voice's info, empty for a "
+                             "pretrained base; --flavor applio adds the field only when given)")
     parser.add_argument("--sample-rate", default=None, help="base sample rate if its shapes are ambiguous (e.g. 40k)")
     parser.add_argument("--flavor", default="webui", choices=("webui", "applio"), help="file variant (default webui)")
     parser.set_defaults(func=_run_export)
@@ -210,8 +212,15 @@ def _run_convert(args: argparse.Namespace) -> int:
                 "rms_mix_rate": args.rms_mix_rate, "filter_radius": args.filter_radius,
                 "resample_sr": args.resample_sr, "speaker_id": args.speaker_id}
     report = convert_files(lambda path: converter.convert(path, **settings), inputs, outputs,
-                           subtype="FLOAT" if args.float else "PCM_16", progress=not args.no_progress)
-    print(f"converted {len(report.written)} of {len(inputs)} files -> {output}")
+                           subtype="FLOAT" if args.float else "PCM_16", progress=not args.no_progress,
+                           overwrite=args.overwrite)
+    # the paths actually written: a name taken by another run while converting sends the file to the next free one
+    if len(inputs) == 1 and report.written:
+        print(f"converted 1 of 1 files -> {report.written[0][1]}")
+    else:
+        print(f"converted {len(report.written)} of {len(inputs)} files -> {output}")
+        for source, written in report.written:
+            print(f"  {source} -> {written}")
     for path, reason in report.failed:
         print(f"  failed: {reason}", file=sys.stderr)
     return 1 if report.failed else 0
@@ -234,7 +243,12 @@ def _add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", default=None, metavar="out.json", help="also write the JSON here")
     parser.add_argument("--figure", default=None, metavar="out.png",
                         help="PNG of F0 tracks and spectrograms (a folder when comparing folders)")
-    parser.add_argument("--f0-method", default="pm", help="pitch method for the F0 metrics (default pm)")
+    parser.add_argument("--f0-method", default="pm", choices=("rmvpe", "crepe", "crepe-tiny", "fcpe", "harvest", "dio",
+                                                               "pm"),
+                        help="pitch tracker for the F0 metrics, applied to both files (default pm, as training's "
+                             "validation: unlike convert/preprocess, which default to rmvpe for the best pitch, a "
+                             "metric needs the same tracker on both sides, not the best one, and pm needs no model "
+                             "download and runs offline in a fraction of real time; rmvpe fetches RVC's weights)")
     parser.add_argument("--align", default="dtw", choices=("dtw", "none"), help="frame alignment (default dtw)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (folders)")
     # Quality metrics (rvc_peft.inference.quality; the `quality` extra): SECS and DNSMOS.
@@ -253,8 +267,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .checkpoints.safe_load import atomic_write
     from .inference.batch import evaluate_paths
+    from .utils.files import atomic_write
 
     quality: list[str] = []
     speaker = None
@@ -289,15 +303,16 @@ def _run_eval(args: argparse.Namespace) -> int:
 # --- train --------------------------------------------------------------------------------------------------------
 
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    from .training.arguments import HelpFormatter
     from .training.arguments import build_parser as build_train_parser
 
     subparsers.add_parser(
         "train", parents=[build_train_parser()], add_help=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         help="train a LoRA voice adapter with RVC's objective (one process; several: accelerate launch)",
         description="Train a LoRA adapter on a dataset from `rvc-peft preprocess`, with RVC's GAN objective. Same "
-                    "options as train_accelerate.py; for several GPUs or machines run `accelerate launch "
-                    "train_accelerate.py ...` (or `accelerate launch -m rvc_peft.cli train ...`).",
+                    "options as `python -m rvc_peft.train` and the rvc-peft-train command; for several GPUs or "
+                    "machines run `accelerate launch -m rvc_peft.train ...` from any folder.",
     ).set_defaults(func=_run_train)
 
 
@@ -310,6 +325,53 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"rvc-peft train: error: {error}", file=sys.stderr)
         return 1
     return 130 if result.interrupted else 0
+
+
+# --- export-onnx --------------------------------------------------------------------------------------------------
+
+def _add_export_onnx_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export-onnx",
+        help="export an RVC synthesizer (base, or base + merged adapter) to ONNX for realtime clients",
+        description="Load the base RVC model, optionally merge a LoRA voice adapter into it, fold weight norm and "
+                    "write an ONNX graph in RVC WebUI's layout (phone, phone_lengths, pitch, pitchf, ds, rnd -> "
+                    "audio) or VCClient's (feats, p_len, pitch, pitchf, sid -> audio, with its metadata). The "
+                    "number of frames is dynamic.",
+    )
+    parser.add_argument("--base", required=True, metavar="B", help="base model: RVC .pth (f0G40k.pth, G_*.pth, "
+                        "an exported voice), rvc-peft model folder, or Hub reference (org/repo[/file.pth])")
+    parser.add_argument("--adapter", default=None, metavar="A", help="adapter folder or Hub id to merge in first")
+    parser.add_argument("--out", required=True, metavar="model.onnx", help="output file (written atomically)")
+    parser.add_argument("--layout", default="webui", choices=("webui", "vcclient"),
+                        help="input/output layout (default webui; vcclient is always opset 17)")
+    parser.add_argument("--half", action="store_true", help="fp16 weights and compute, for GPU providers (webui keeps float32 "
+                        "inputs/output; vcclient has fp16 ones, as VCClient binds them)")
+    parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 13..20 (default 17)")
+    parser.add_argument("--sample-rate", default=None, help="base sample rate if its shapes are ambiguous (e.g. 40k)")
+    parser.add_argument("--no-source-noise", action="store_true",
+                        help="leave the NSF excitation noise out of the graph (deterministic output)")
+    parser.add_argument("--embedder", default=None, metavar="NAME",
+                        help="vcclient layout: the metadata's content-encoder name (default hubert_base)")
+    parser.set_defaults(func=_run_export_onnx)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    import time
+
+    from .inference.onnx_export import export_onnx
+
+    if args.embedder is not None and args.layout != "vcclient":
+        raise ValueError("--embedder sets VCClient's metadata: use it with --layout vcclient")
+    start = time.perf_counter()
+    path = export_onnx(
+        args.base, args.out, layout=args.layout, adapter=args.adapter, opset=args.opset, half=args.half,
+        source_noise=not args.no_source_noise, base_kwargs={"sample_rate": args.sample_rate},
+        metadata={"embedder": args.embedder} if args.embedder is not None else None,
+    )
+    merged = f" + {args.adapter}" if args.adapter else ""
+    print(f"exported {args.base}{merged} -> {path} ({args.layout} layout, {'fp16' if args.half else 'fp32'}, "
+          f"{path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
+    return 0
 
 
 # --- lab-corpus ---------------------------------------------------------------------------------------------------
@@ -396,20 +458,91 @@ def _run_lab_base(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------------------
 
+def _add_output_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """-v/-q on the main parser and on every subcommand, so they work before or after the command name.
+
+    A subcommand's parser writes its defaults over the namespace the main parser filled in, so there the options
+    default to SUPPRESS (unset unless given): `rvc-peft -v convert ...` stays verbose.
+    """
+    group = parser.add_argument_group("output options")
+    default = False if top_level else argparse.SUPPRESS
+    group.add_argument("-v", "--verbose", action="store_true", default=default,
+                       help="log more detail (rvc-peft's debug messages)")
+    group.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="log only warnings and errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__  # no heavy imports: rvc_peft/__init__.py is lazy
+
     parser = argparse.ArgumentParser(prog="rvc-peft", description="PEFT, Accelerate and Hub tools for RVC voices")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument("--version", action="version", version=f"rvc-peft {__version__}")
+    _add_output_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_preprocess_parser(subparsers)
     _add_import_experiment_parser(subparsers)
     _add_export_parser(subparsers)
+    _add_export_onnx_parser(subparsers)
     _add_index_parser(subparsers)
     _add_convert_parser(subparsers)
     _add_eval_parser(subparsers)
     _add_train_parser(subparsers)
     _add_lab_corpus_parser(subparsers)
     _add_lab_base_parser(subparsers)
+    for subparser in dict.fromkeys(subparsers.choices.values()):  # every subcommand, whoever added it
+        _add_output_options(subparser, top_level=False)
     return parser
+
+
+class _TqdmLogHandler(logging.StreamHandler):
+    """Writes log lines with `tqdm.write`, so that a line logged while a progress bar runs gets a line of its own
+    (the bar is redrawn below it) instead of being glued onto the bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging's contract: report through handleError, never raise
+            self.handleError(record)
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> logging.Logger:
+    """Show rvc-peft's own log lines on stderr (through tqdm) at INFO, DEBUG (`verbose`) or WARNING (`quiet`).
+
+    Only the "rvc_peft" logger is configured; the root logger is left alone, so third-party INFO chatter (faiss's
+    "Could not load library with AVX512 support", ...) stays hidden, and libraries that have their own handler
+    (huggingface_hub) do not print every line twice. Calling it again replaces the handler it added before.
+    """
+    logger = logging.getLogger("rvc_peft")
+    for handler in [h for h in logger.handlers if isinstance(h, _TqdmLogHandler)]:
+        logger.removeHandler(handler)
+    handler = _TqdmLogHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    return logger
+
+
+# argparse destinations naming a model file/folder or a Hub reference, and those naming local files or folders
+_REFERENCE_OPTIONS = ("base", "adapter", "content_encoder", "rmvpe", "pretrained_model_name_or_path",
+                      "pretrained_discriminator")
+_LOCAL_OPTIONS = ("inputs", "index", "audio_dir", "exp_dir", "dataset_dir", "converted", "reference",
+                  "speaker_reference", "train_data_dir", "corpus")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """A mistyped path fails here, in a fraction of a second and naming it, before torch and the models load."""
+    from .utils.hub import check_paths
+
+    def values(names: tuple[str, ...]) -> list:
+        found = []
+        for name in names:
+            value = getattr(args, name, None)
+            found.extend(value if isinstance(value, list) else [value])
+        return found
+
+    check_paths(references=values(_REFERENCE_OPTIONS), local=values(_LOCAL_OPTIONS))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -419,8 +552,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet contradict each other: pick one")
+    configure_logging(verbose=args.verbose, quiet=args.quiet)
     try:
+        _check_paths(args)
         return int(args.func(args) or 0)
     except (ValueError, OSError) as error:  # our error classes subclass ValueError and name the file
         print(f"rvc-peft {args.command}: error: {error}", file=sys.stderr)

@@ -1,9 +1,10 @@
 """Checkpoint I/O: safe loading of every RVC file format, export back to RVC, our Hub layout."""
 
+from ..utils.files import atomic_write
 from .export import export_rvc, rvc_state_dict, save_rvc_checkpoint
 from .formats import RVCCheckpoint, infer_config, parse_checkpoint
 from .loader import load_discriminator, load_synthesizer, read_checkpoint, resolve_model_file
-from .safe_load import CheckpointError, atomic_write, read_pth
+from .safe_load import CheckpointError, read_pth
 
 __all__ = [
     "CheckpointError",

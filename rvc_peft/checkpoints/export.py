@@ -14,7 +14,7 @@ from torch import nn
 
 from ..models import RVCConfig, RVCSynthesizer
 from ..models.weight_norm import LEGACY_SUFFIXES, split_weight, to_legacy_keys
-from .safe_load import atomic_write
+from ..utils.files import atomic_write
 
 
 def rvc_state_dict(model: RVCSynthesizer, *, include_posterior_encoder: bool = True) -> dict[str, torch.Tensor]:
@@ -56,8 +56,10 @@ def export_rvc(
     As RVC's `savee`: fp16 CPU tensors, `enc_q` dropped, legacy weight-norm names, the 18-entry `config` list,
     `f0`, `version`, `sr` and `info`. `info=None` keeps the info string of the RVC voice the model was loaded
     from (`config.rvc_info`; empty if none). `flavor="applio"` writes Applio's variant (int `sr`, bool `f0`,
-    its metadata keys, no `info`); its `speakers_id` is derived from `speaker_id` (default `config.speaker_id`),
-    the `emb_g` row the voice speaks with. The file is written to a temporary name and renamed, never half-written.
+    its metadata keys; `info` only when given: Applio's own files have none and it ignores the key, so the text
+    is kept for the user without changing what Applio loads); its `speakers_id` is derived from `speaker_id`
+    (default `config.speaker_id`), the `emb_g` row the voice speaks with. The file is written to a temporary name
+    and renamed, never half-written.
     """
     if flavor not in ("webui", "applio"):
         raise ValueError(f"flavor must be 'webui' or 'applio', not {flavor!r}")
@@ -90,6 +92,8 @@ def export_rvc(
             # rows above it are not offered (the full table, 109 rows, would list voices this file is not).
             speakers_id=row + 1,
         )
+        if info is not None:  # an explicit text is never dropped silently (`rvc-peft export --flavor applio --info`)
+            ckpt["info"] = info
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
     return Path(path)
 

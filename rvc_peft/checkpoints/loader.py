@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 
 from ..models import MultiPeriodDiscriminator, RVCSynthesizer
 from ..models.weight_norm import to_legacy_keys, to_parametrized_keys
 from .formats import RVCCheckpoint, discriminator_version, normalise_state_dict, parse_checkpoint
-from .safe_load import CheckpointError, read_pth
+from .safe_load import CheckpointError, check_weights, read_pth, read_safetensors
 
 # Our Hugging Face layout, exactly what `save_pretrained` writes: a Hub snapshot downloads these and nothing else
 # (adapters, indexes or READMEs that share the repo are not needed to load the base).
@@ -22,74 +22,38 @@ HF_WEIGHTS = "model.safetensors"
 def resolve_model_file(
     path_or_hub_id: str | os.PathLike, *, filename: str | None = None, revision: str | None = None
 ) -> Path:
-    """A local path for a file, a folder, or a Hub reference.
+    """A local path for a file, a folder, or a Hub reference (`rvc_peft.utils.hub.resolve`, whose docstring has the
+    exact rule for which is which).
 
-    Hub references: `repo_id` + `filename=`, `"org/repo/sub/file.pth"`, or `"hf://org/repo/sub/file.pth"`.
+    Hub references: `repo_id` + `filename=`, `"org/repo/sub/file.pth"`, or `"hf://org/repo[@rev]/sub/file.pth"`.
     A bare `"org/repo"` resolves to a snapshot folder (our `config.json` + `model.safetensors` layout).
-    A string that can only be a local path (absolute, `./`, `~`, a Windows path, no valid repo id, or one whose
-    parent folder exists here) that does not exist fails at once with "file not found", without asking the Hub.
+    A string that can only be a local path (absolute, `./`, `~`, a Windows path, a single name, no valid repo id, a
+    file name as repo name, or one whose first folder exists here) that does not exist fails at once with "file not
+    found", without asking the Hub; offline, a Hub reference not in the cache fails at once too.
     """
-    text = str(path_or_hub_id)
-    local = Path(text).expanduser()
-    if filename is None and local.exists():
-        return local
-    reason = _only_local(text) if filename is None else None
-    if reason is not None:
-        raise CheckpointError(text, f"file not found{reason}")
-    repo_id, sub = _split_hub_reference(text, filename)
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from ..utils.hub import HubError, LocalPathNotFoundError, resolve
 
     try:
-        if sub is None:
-            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=[HF_CONFIG, HF_WEIGHTS]))
-        return Path(hf_hub_download(repo_id, sub, revision=revision))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
-        where = f"{repo_id}/{sub}" if sub else repo_id
-        raise CheckpointError(where, f"not a local file and not downloadable from the Hugging Face Hub ({err})") from None
-
-
-def _only_local(text: str) -> str | None:
-    """None if `text` (not found locally) may be a Hub reference, else what to add to "file not found"."""
-    if text.startswith("hf://"):
-        return None
-    if text.startswith(("/", ".", "~")) or "\\" in text or (len(text) > 1 and text[1] == ":"):
-        return ""
-    parts = text.strip("/").split("/")
-    if len(parts) < 2:
-        return ""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id("/".join(parts[:2]))
-    except HFValidationError:
-        return ""
-    # "assets/weights/voice.pth" with ./assets/weights present is a mistyped local file, not repo "assets/weights"
-    # (asking the Hub first costs tens of seconds online and then reports the wrong problem).
-    path = Path(text)
-    if path.parent.is_dir():
-        return f" (the folder {path.parent} exists but holds no {path.name!r}; for a Hub repo write hf://{text})"
-    return None
-
-
-def _split_hub_reference(text: str, filename: str | None) -> tuple[str, str | None]:
-    text = text.removeprefix("hf://").strip("/")
-    parts = text.split("/")
-    if len(parts) < 2 or not all(parts):
-        raise CheckpointError(text, "file not found (and not a Hugging Face Hub id of the form org/name)")
-    repo_id = "/".join(parts[:2])
-    sub = "/".join(parts[2:]) or None
-    if filename is not None:
-        sub = f"{sub}/{filename}" if sub else filename
-    return repo_id, sub
+        return resolve(path_or_hub_id, filename=filename, revision=revision, allow_patterns=[HF_CONFIG, HF_WEIGHTS],
+                       offline_note="; pass a local .pth file or model folder instead")
+    except LocalPathNotFoundError as err:
+        raise CheckpointError(err.path, f"file not found{err.hint}") from None
+    except HubError as err:
+        raise CheckpointError(err.reference, f"not a local file and not downloadable from the Hugging Face Hub "
+                                             f"({err.cause}){err.note}") from None
 
 
 def read_checkpoint(
     path: str | os.PathLike, *, sample_rate: int | str | None = None, version: str | None = None
 ) -> RVCCheckpoint:
-    """Read and recognise an RVC `.pth` synthesizer file (see `formats.parse_checkpoint`)."""
-    return parse_checkpoint(read_pth(path), path, sample_rate=sample_rate, version=version)
+    """Read and recognise an RVC `.pth` synthesizer file (see `formats.parse_checkpoint`).
+
+    The weights are checked (`check_weights`: no NaN/inf, no absurd magnitudes, floating dtypes) so a damaged file is
+    an error naming it instead of a voice that converts to silence or noise.
+    """
+    checkpoint = parse_checkpoint(read_pth(path), path, sample_rate=sample_rate, version=version)
+    check_weights(checkpoint.state_dict, path)
+    return checkpoint
 
 
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -132,6 +96,9 @@ def load_synthesizer(
     (not needed for conversion).
     """
     source = resolve_model_file(path_or_hub_id, filename=filename, revision=revision)
+    # A loaded base is what PEFT gets next: install the RVC LoRA tuner (once) however this function was imported;
+    # `import rvc_peft` is lazy and no longer does it by itself.
+    from .. import tuners  # noqa: F401
     if source.is_dir():
         model = _load_hf_folder(source, str(path_or_hub_id))
     else:
@@ -159,12 +126,10 @@ def _load_hf_folder(folder: Path, name: str) -> RVCSynthesizer:
     if not (folder / HF_CONFIG).is_file() or not (folder / HF_WEIGHTS).is_file():
         raise CheckpointError(folder, f"a model folder needs {HF_CONFIG} and {HF_WEIGHTS} (rvc-peft's layout)")
     weights = folder / HF_WEIGHTS
-    try:
-        # Reads only the header: a damaged file is reported as itself, before transformers gets to it.
-        with safe_open(str(weights), framework="pt") as handle:
-            handle.keys()
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(weights, f"not a readable safetensors file ({_first_line(err)})") from None
+    # Read and checked before transformers gets to it: a damaged file is reported as itself, and NaN/inf or integer
+    # tensors (which transformers would load or cast without a word) are refused. A synthesizer is tens of MB, so
+    # reading it twice costs little.
+    check_weights(read_safetensors(weights), weights)
     try:
         # Mismatched shapes are collected (not raised as transformers' RuntimeError) so that one error can name
         # every key that does not fit.
@@ -215,6 +180,7 @@ def load_discriminator(
     state = normalise_state_dict(state, source)
     if "enc_p.emb_phone.weight" in state:
         raise CheckpointError(source, "this is a synthesizer (G) checkpoint, not a discriminator (D); use load_synthesizer")
+    check_weights(state, source)
     file_version = discriminator_version(state, source)
     if version is not None and version != file_version:
         raise CheckpointError(source, f"version={version} was requested but this is a {file_version} discriminator")

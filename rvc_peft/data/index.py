@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoints.safe_load import atomic_write
+from ..utils.files import atomic_write
 
 __all__ = [
     "ADD_BATCH_SIZE",
@@ -216,14 +216,43 @@ def load_index(path: str | os.PathLike) -> RetrievalIndex:
     """Read an RVC `.index` file (`faiss.read_index`) and reconstruct its vectors (`reconstruct_n`) as `big_npy`."""
     faiss = _faiss()
     path = Path(path)
+    if path.is_dir():
+        raise IndexFileError(f"{path}: is a folder, not an index file")
     if not path.is_file():
         raise IndexFileError(f"{path}: no such index file")
+    size = path.stat().st_size
+    if size == 0:
+        raise IndexFileError(f"{path}: file is empty")
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise IndexFileError(f"{path}: not a readable faiss index ({first[-1] if first else 'unknown error'})") from exc
+        reason = first[-1] if first else "unknown error"
+        # faiss prefixes its C++ location ("Error in void faiss::read_... at index_read.cpp:252: Error: ...")
+        reason = reason.rpartition("Error: ")[2] or reason
+        raise IndexFileError(f"{path}: not a readable faiss index (truncated or damaged: {reason})") from exc
     if index.ntotal == 0:
         raise IndexFileError(f"{path}: the index holds no vectors (an RVC 'trained_*' file? use the 'added_*' one)")
-    big_npy = index.reconstruct_n(0, index.ntotal)
-    return RetrievalIndex(index=index, big_npy=np.asarray(big_npy, dtype=np.float32))
+    # A damaged header can claim far more vectors than the file holds; RVC's IVF-Flat files store every vector in
+    # full, and even compressed indexes hold more than 1/64 of the float32 size: refuse before allocating.
+    claimed = int(index.ntotal) * int(index.d) * 4
+    if claimed > 64 * size + (1 << 20):
+        raise IndexFileError(f"{path}: claims {index.ntotal} vectors of {index.d} dims ({claimed} bytes), far more than "
+                             f"a {size}-byte file holds (damaged header)")
+    try:
+        big_npy = np.asarray(index.reconstruct_n(0, index.ntotal), dtype=np.float32)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise IndexFileError(f"{path}: cannot read the index's vectors ({first[-1] if first else exc})") from exc
+    # faiss files carry no checksum: at least refuse values no content feature has (a damaged file, not a voice)
+    if not np.isfinite(big_npy).all():
+        raise IndexFileError(f"{path}: the index's vectors contain NaN or inf (damaged file)")
+    largest = float(np.abs(big_npy).max())
+    if largest > _MAX_FEATURE_MAGNITUDE:
+        raise IndexFileError(f"{path}: the index's vectors reach |value| {largest:.1e}, which no content feature has "
+                             "(damaged file)")
+    return RetrievalIndex(index=index, big_npy=big_npy)
+
+
+# HuBERT/ContentVec features and the lab encoder's stay within tens; 1e4 is a generous ceiling.
+_MAX_FEATURE_MAGNITUDE = 1e4

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoints.safe_load import atomic_write
 from ..features.audio import AudioReadError, load_audio
-from .dataset import INFO_FILE, DatasetWriter, RVCDatasetInfo
+from ..utils.files import atomic_write
+from .dataset import DATASET_DIR, INFO_FILE, DatasetWriter, RVCDatasetInfo
 from .slicer import Slicer
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,14 @@ def _prepare_file(task: _Task) -> dict[str, Any]:
     try:
         audio = load_audio(task.path, task.sample_rate)
         result["seconds"] = len(audio) / task.sample_rate
-        result["silent"] = float(np.abs(audio).max()) < Slicer(task.sample_rate).threshold
+        threshold = Slicer(task.sample_rate).threshold
+        result["silent"] = float(np.abs(audio).max()) < threshold
+        offset = float(np.mean(audio, dtype=np.float64)) if audio.size else 0.0
+        if not result["silent"] and float(np.abs(audio - offset).max()) < threshold:
+            # A constant (DC) level: the high-pass turns it into a short step transient and then silence, which the
+            # slicer would cut into "too short" pieces; say what the file is instead.
+            result["constant"] = offset
+            return result
         for index, (start, raw) in enumerate(cut_training_pieces(audio, task.sample_rate, task.per)):
             seconds = len(raw) / task.sample_rate
             piece = normalize_piece(raw)
@@ -328,15 +335,30 @@ def _staleness(previous: dict[str, Any], settings: dict[str, Any]) -> str:
     return "; ".join(changed) or "its settings file differs"
 
 
+def _is_dataset_folder(folder: Path) -> bool:
+    """A folder `build_dataset` (or `import-experiment`) wrote: never recordings."""
+    return (folder / INFO_FILE).is_file() or (folder / WORK_DIR / "settings.json").is_file()
+
+
 def _list_sources(audio_dir: Path, out_dir: Path) -> list[tuple[Path, str]]:
-    """Every non-hidden regular file under `audio_dir` (sorted by relative path), except inside `out_dir`."""
+    """Every non-hidden regular file under `audio_dir` (sorted by relative path), except the dataset's own files.
+
+    Skipped: `out_dir` when it lies inside `audio_dir`, any other dataset folder there (an earlier build into
+    another output folder), and, when `out_dir` is `audio_dir` itself, its work cache, dataset and info file, so
+    outputs are never listed as recordings.
+    """
     out_resolved = out_dir.resolve()
     found = []
     for root, dirs, files in os.walk(audio_dir):
         root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() != out_resolved)
+        own_outputs = root_path.resolve() == out_resolved  # the output folder is the recordings folder
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".") and (root_path / d).resolve() != out_resolved
+            and not _is_dataset_folder(root_path / d) and not (own_outputs and d in (WORK_DIR, DATASET_DIR))
+        )
         for name in files:
-            if not name.startswith("."):
+            if not name.startswith(".") and not (own_outputs and name == INFO_FILE):
                 path = root_path / name
                 found.append((path, path.relative_to(audio_dir).as_posix()))
     return sorted(found, key=lambda item: item[1])
@@ -542,6 +564,9 @@ def build_dataset(
 
 def _no_slice_reason(result: dict[str, Any]) -> str:
     seconds = result.get("seconds", 0.0)
+    if result.get("constant") is not None:
+        return (f"no signal: the file is constant (DC only, level {result['constant']:+.3f} for {seconds:.2f} s, "
+                "nothing above -42 dB around it)")
     if result.get("silent") or not result["dropped"]:
         return f"only silence ({seconds:.2f} s, nothing above -42 dB)"
     if all("too short" in d for d in result["dropped"]):

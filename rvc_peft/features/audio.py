@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ..checkpoints.safe_load import atomic_write
+from ..utils.files import atomic_write
 
 # Extensions the dataset builder treats as audio when it scans a folder (other files are reported, not read).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".m4a", ".aac", ".wma")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import HubertConfig, HubertModel
 
-from ..checkpoints.safe_load import atomic_write
+from ..utils.files import atomic_write
 from .fairseq_checkpoint import FairseqCheckpointError, convert_hubert_checkpoint
 from .lab_encoder import MFCCContentEncoder, is_lab_encoder_folder, load_lab_encoder
 
@@ -40,7 +39,6 @@ __all__ = ["OUTPUT_LAYERS", "ContentEncoder", "ContentEncoderError", "FairseqChe
 logger = logging.getLogger(__name__)
 
 OUTPUT_LAYERS = {"v1": 9, "v2": 12}  # fairseq `output_layer` per RVC version (1-based transformer layer)
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 _HEAD_PREFIXES = ("lm_head.", "projector.", "classifier.", "layer_weights")  # task heads of HubertFor* models
@@ -207,11 +205,43 @@ def _final_proj(weights: dict[str, torch.Tensor]) -> nn.Linear | None:
 
 
 def _read_weight_file(file: Path) -> dict[str, torch.Tensor]:
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """One weight file's tensors; damaged files (CRC, truncation), pickles that would run code and NaN/inf/absurd or
+    integer weights are a `ContentEncoderError` naming the file (never torch's "weights_only=False" advice)."""
+    from ..checkpoints.safe_load import CheckpointError, check_weights, read_pth, read_safetensors
 
-        return load_file(str(file))
-    return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        state = read_safetensors(file) if file.suffix == ".safetensors" else read_pth(file, mmap=True)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(file, "not a state dict of tensors")
+        check_weights(state, file)
+    except CheckpointError as exc:
+        raise ContentEncoderError(f"{file}: cannot read weights ({exc.reason})") from None
+    return state
+
+
+# config.json names -> the fairseq names whose bounds `validate_model_config` enforces (the same model either way)
+_SIZE_KEYS = {"num_hidden_layers": "encoder_layers", "hidden_size": "encoder_embed_dim",
+              "intermediate_size": "encoder_ffn_embed_dim", "num_attention_heads": "encoder_attention_heads",
+              "num_conv_pos_embeddings": "conv_pos", "num_conv_pos_embedding_groups": "conv_pos_groups"}
+
+
+def _check_sizes(raw: dict, config_file: Path) -> None:
+    """Bound every size in a transformers HuBERT config.json before it builds a model (see the fairseq checks)."""
+    from .fairseq_checkpoint import ConfigValueError, validate_model_config
+
+    sizes = {fairseq: raw[key] for key, fairseq in _SIZE_KEYS.items() if key in raw}
+    conv = [raw.get(key, default) for key, default in
+            (("conv_dim", [512] * 7), ("conv_kernel", [10, 3, 3, 3, 3, 2, 2]), ("conv_stride", [5, 2, 2, 2, 2, 2, 2]))]
+    try:
+        if not all(isinstance(c, list) for c in conv) or len({len(c) for c in conv}) != 1:
+            raise ConfigValueError("conv_dim, conv_kernel and conv_stride must be lists of the same length")
+        validate_model_config({**sizes, "conv_feature_layers": [list(t) for t in zip(*conv)]})
+    except ConfigValueError as exc:
+        message = str(exc)
+        for key, fairseq in _SIZE_KEYS.items():
+            message = message.replace(fairseq, key)
+        raise ContentEncoderError(f"{config_file}: {message.replace('conv_feature_layers', 'conv_dim/kernel/stride')}"
+                                  ) from None
 
 
 def _load_transformers_folder(folder: Path) -> tuple[HubertConfig, dict, dict, bool, str | None]:
@@ -220,8 +250,11 @@ def _load_transformers_folder(folder: Path) -> tuple[HubertConfig, dict, dict, b
         raise ContentEncoderError(f"{folder}: no config.json (expected a transformers HuBERT/ContentVec folder)")
     try:
         raw = json.loads(config_file.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ContentEncoderError(f"{config_file}: holds a JSON {type(raw).__name__}, not an object")
         if raw.get("model_type") != "hubert":
             raise ContentEncoderError(f"{config_file}: model_type is {raw.get('model_type')!r}, not 'hubert'")
+        _check_sizes(raw, config_file)
         config = HubertConfig.from_dict(raw)
     except (OSError, ValueError, TypeError) as exc:
         if isinstance(exc, ContentEncoderError):
@@ -239,6 +272,8 @@ def _load_transformers_folder(folder: Path) -> tuple[HubertConfig, dict, dict, b
             files = [folder / name for name in dict.fromkeys(shards)]
         for file in files:
             state.update(_read_weight_file(file))
+    except ContentEncoderError:
+        raise
     except Exception as exc:  # safetensors/torch/json raise several unrelated types for damaged files
         raise ContentEncoderError(f"{file}: cannot read weights ({type(exc).__name__}: {exc})") from exc
     hubert, final_proj = {}, {}
@@ -257,32 +292,26 @@ def _load_transformers_folder(folder: Path) -> tuple[HubertConfig, dict, dict, b
 
 # --- resolving paths and Hub ids ---------------------------------------------------------------------------------
 
-def _resolve(path_or_hub_id: str | os.PathLike, filename: str | None, revision: str | None) -> Path:
-    name = os.path.expanduser(os.fspath(path_or_hub_id))
-    if os.path.exists(name):
-        path = Path(name)
-        return path / filename if filename and path.is_dir() else path
-    parts = name.split("/")
-    if filename is None and len(parts) > 2 and _HUB_ID.fullmatch("/".join(parts[:2])):
-        name, filename = "/".join(parts[:2]), "/".join(parts[2:])  # "owner/repo/hubert_base.pt"
-    if not _HUB_ID.fullmatch(name):
-        raise ContentEncoderError(f"{name}: no such file or folder (and not a Hugging Face Hub id 'owner/name')")
-    import huggingface_hub
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+DEFAULT_CONTENT_ENCODER = "lj1995/VoiceConversionWebUI/hubert_base.pt"  # RVC's ContentVec file (the CLI default)
 
+
+def _resolve(path_or_hub_id: str | os.PathLike, filename: str | None, revision: str | None) -> Path:
+    """A local file or folder for a path or Hub reference (`rvc_peft.utils.hub.resolve`: one rule for every loader)."""
+    from ..utils.hub import HubError, LocalPathNotFoundError, resolve
+
+    name = os.fspath(path_or_hub_id)
+    note = ("; download it once with network access, or pass a local transformers folder or fairseq .pt "
+            "(--content-encoder PATH)")
+    if name.removeprefix("hf://") == DEFAULT_CONTENT_ENCODER:
+        note = f"; it is RVC's default content encoder (hubert_base.pt){note.replace(';', ':', 1)}"
     try:
-        if filename:
-            return Path(huggingface_hub.hf_hub_download(name, filename, revision=revision))
-        return Path(huggingface_hub.snapshot_download(
-            name, revision=revision,
-            allow_patterns=["config.json", "preprocessor_config.json", "*.safetensors", "*.index.json", "*.bin"]))
-    except (OSError, EntryNotFoundError, HFValidationError) as exc:
-        offline = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if os.environ.get("HF_HUB_OFFLINE") \
-            not in (None, "", "0", "false", "False") else ""
-        target = f"{name}/{filename}" if filename else name
-        raise ContentEncoderError(f"{target}: not a local file or folder, and cannot get it from the Hugging Face Hub"
-                                  f"{offline}: "
-                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        return resolve(name, filename=filename, revision=revision, offline_note=note,
+                       allow_patterns=["config.json", "preprocessor_config.json", "*.safetensors", "*.index.json",
+                                       "*.bin"])
+    except LocalPathNotFoundError as err:
+        raise ContentEncoderError(f"{err.path}: no such file or folder{err.hint}") from None
+    except HubError as err:
+        raise ContentEncoderError(str(err)) from None
 
 
 def load_content_encoder(

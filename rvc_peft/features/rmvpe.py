@@ -32,7 +32,6 @@ CENTS_PER_BIN = 20.0
 CENTS_OFFSET = 1997.3794084376191
 DEFAULT_HUB_REPO = "lj1995/VoiceConversionWebUI"
 DEFAULT_FILENAME = "rmvpe.pt"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class PitchError(ValueError):
@@ -271,6 +270,24 @@ class RMVPE(nn.Module):
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors, refused (RMVPELoadError naming the file) if damaged or holding NaN/inf/absurd weights."""
+    from ..checkpoints.safe_load import CheckpointError, check_weights
+
+    state = _read_raw_state_dict(path)
+    try:
+        check_weights(state, path)
+    except CheckpointError as exc:
+        raise RMVPELoadError(str(exc)) from None
+    return state
+
+
+def _read_raw_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    from ..checkpoints.safe_load import CheckpointError, verify_zip_crc
+
+    if path.is_dir():
+        raise RMVPELoadError(f"{path}: is a folder, not an RMVPE weights file")
+    if path.stat().st_size == 0:
+        raise RMVPELoadError(f"{path}: file is empty")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -279,15 +296,33 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise RMVPELoadError(f"{path}: not a readable safetensors file ({exc})") from exc
     try:
+        with open(path, "rb") as head:
+            is_zip = head.read(2) == b"PK"
+        if is_zip:
+            verify_zip_crc(path)  # torch's zip reader skips CRCs: a flipped bit would load as a wrong weight
+    except CheckpointError as exc:
+        raise RMVPELoadError(str(exc)) from None
+    except OSError as exc:
+        raise RMVPELoadError(f"{path}: cannot be read ({exc})") from exc
+    try:
         try:  # memory-map zip-format files so a 181 MB checkpoint is not held twice in RAM
             obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle with code, truncated file, not a torch file at all
+    except Exception as exc:  # noqa: BLE001 - pickle with code, truncated file, not a torch file at all
+        # torch's first line for a refused pickle is its "weights_only=False will likely succeed" advice: never
+        # relay that for a stranger's file; say that the file wants to run code.
+        text = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            raise RMVPELoadError(f"{path}: cannot be read as a PyTorch state dict with weights_only=True (refusing "
+                                 f"to load: the file asks to run Python code, {found.group(1)}; an RMVPE weights "
+                                 "file holds only tensors)") from None
+        detail = text.partition("WeightsUnpickler error:")[2].strip() or text.strip()
         raise RMVPELoadError(f"{path}: cannot be read as a PyTorch state dict with weights_only=True "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+                             f"({type(exc).__name__}: {detail.splitlines()[0] if detail else ''})") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -317,28 +352,49 @@ def _check_and_fill(path: Path, state: dict[str, torch.Tensor], model: E2E) -> d
 
 
 def resolve_rmvpe_file(path_or_hub_id: str | os.PathLike | None = None, *, filename: str = DEFAULT_FILENAME,
-                       revision: str | None = None) -> Path:
-    """Local file, local folder containing ``filename``, or Hugging Face hub id -> local file path."""
-    if path_or_hub_id is None:
-        path_or_hub_id = DEFAULT_HUB_REPO
-    path = Path(path_or_hub_id).expanduser()
-    if path.is_dir():
-        path = path / filename
-        if not path.is_file():
-            raise RMVPELoadError(f"{path}: no {filename} in folder {path.parent}")
-        return path
-    if path.is_file():
-        return path
-    name = str(path_or_hub_id)
-    if path.suffix in {".pt", ".pth", ".safetensors", ".bin"} or not _REPO_ID.match(name):
-        raise RMVPELoadError(f"{name}: no such RMVPE weights file")
-    from huggingface_hub import hf_hub_download
+                       revision: str | None = None, check: bool = True) -> Path:
+    """Local file, local folder containing ``filename``, or Hub reference -> local file path of usable RMVPE weights.
 
+    Hub references (`rvc_peft.utils.hub.resolve` decides what is one): ``org/repo`` (``filename`` in it),
+    ``org/repo/path/rmvpe.pt`` or ``hf://org/repo/path/rmvpe.pt``; None means RVC's
+    ``lj1995/VoiceConversionWebUI/rmvpe.pt``. Raises ``RMVPELoadError`` naming the file or reference, at once for a
+    missing local file and offline.
+
+    ``check`` (default): also read the file (memory-mapped) and check it is an RMVPE state dict (keys and shapes),
+    so that a caller which records its choice before loading the model -- `build_dataset`'s work-cache settings --
+    never records an unusable file (which then blocked the next run with a corrected ``--rmvpe`` as "other
+    settings"). `load_rmvpe` checks while loading and passes ``check=False``.
+    """
+    path = _locate_rmvpe_file(path_or_hub_id, filename, revision)
+    if check:
+        with torch.device("meta"):  # a shape template only: no memory, no random init
+            template = E2E()
+        _check_and_fill(path, _read_state_dict(path), template)
+    return path
+
+
+def _locate_rmvpe_file(path_or_hub_id: str | os.PathLike | None, filename: str, revision: str | None) -> Path:
+    from ..utils.hub import HubError, LocalPathNotFoundError, resolve
+
+
+    default = path_or_hub_id is None
+    name = f"{DEFAULT_HUB_REPO}/{filename}" if default else os.fspath(path_or_hub_id)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / filename).is_file():
+            raise RMVPELoadError(f"{path / filename}: no {filename} in folder {path}")
+        return path / filename
+    note = "; download it once with network access, or pass a local rmvpe.pt (--rmvpe PATH, rmvpe_model=)"
+    if default:
+        note = ("; it is RVC's default RMVPE, used when no --rmvpe / rmvpe_model is given: download it once with "
+                "network access, or pass a local rmvpe.pt (--rmvpe PATH, rmvpe_model=)")
     try:
-        return Path(hf_hub_download(repo_id=name, filename=filename, revision=revision))
-    except Exception as exc:
-        raise RMVPELoadError(f"{name}/{filename}: cannot fetch RMVPE weights from the Hugging Face Hub "
-                             f"({type(exc).__name__}: {exc})") from exc
+        return resolve(name, default_filename=filename, revision=revision, offline_note=note)
+    except LocalPathNotFoundError as err:
+        raise RMVPELoadError(f"{err.path}: no such RMVPE weights file{err.hint}") from None
+    except HubError as err:
+        raise RMVPELoadError(f"{err.reference}: cannot fetch RMVPE weights from the Hugging Face Hub "
+                             f"({err.cause}){err.note}") from None
 
 
 def load_rmvpe(path_or_hub_id: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
@@ -349,7 +405,7 @@ def load_rmvpe(path_or_hub_id: str | os.PathLike | None = None, device: str | to
     ``path_or_hub_id``: a file, a folder containing ``filename``, or a hub repo id (default
     ``lj1995/VoiceConversionWebUI``, file ``rmvpe.pt``). Raises ``RMVPELoadError`` naming the file.
     """
-    path = resolve_rmvpe_file(path_or_hub_id, filename=filename, revision=revision)
+    path = resolve_rmvpe_file(path_or_hub_id, filename=filename, revision=revision, check=False)
     with torch.device("meta"):  # no random init of 90 M parameters that are overwritten anyway
         e2e = E2E()
     state = _check_and_fill(path, _read_state_dict(path), e2e)

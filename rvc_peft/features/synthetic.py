@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints.safe_load import atomic_write
+from ..utils.files import atomic_write
 
 FRAME_RATE = 100  # f0 frames per second, as RVC (hop 160 at 16 kHz)
 

@@ -6,13 +6,14 @@ Each function is one step of RVC WebUI's pipeline (spec §4.1, §4.3 step 7, §4
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints.safe_load import atomic_write
+from ..utils.files import atomic_write
 from .segmentation import SAMPLE_RATE
 
 INPUT_PEAK = 0.95  # RVC scales louder input down to this peak before anything else
@@ -100,16 +101,19 @@ def prepare_audio(audio_or_path: AudioInput, input_sample_rate: int | None = Non
     return audio.astype(np.float32), name
 
 
-def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
-    """Write converted audio atomically (temp file in the same folder, then rename). Returns the path.
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16", *,
+                overwrite: bool = True, avoid: Collection[str | os.PathLike] = ()) -> Path:
+    """Write converted audio atomically (temp file in the same folder, then rename). Returns the path written.
 
     `subtype="PCM_16"` writes RVC WebUI's file: samples × 32768 cast to int16 (audio from `convert` already peaks at
     ≤ 0.99). `"FLOAT"` writes float32 as Applio does. The format follows the extension (.wav, .flac, .ogg).
+    `overwrite=False` never replaces a file: the audio goes to the first free name of `path`, "stem (1).wav", ...
+    (not one in `avoid`), claimed when the file is complete, and that path is returned (see
+    `rvc_peft.utils.files.atomic_write`). A full disk raises `DiskFullError` naming `path`.
     """
     import soundfile as sf
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     audio = np.asarray(audio, dtype=np.float32)
     if subtype == "PCM_16":
         data: np.ndarray = np.clip(audio * 32768.0, -32768, 32767).astype(np.int16)
@@ -122,8 +126,8 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, su
         subtype = "PCM_24" if fmt == "FLAC" else "VORBIS"
     if fmt == "OGG":
         subtype = "VORBIS"
-    atomic_write(path, lambda tmp: sf.write(str(tmp), data, int(sample_rate), format=fmt, subtype=subtype))
-    return path
+    return atomic_write(path, lambda tmp: sf.write(str(tmp), data, int(sample_rate), format=fmt, subtype=subtype),
+                        overwrite=overwrite, avoid=avoid)
 
 
 # --- signal helpers ------------------------------------------------------------------------------------------------

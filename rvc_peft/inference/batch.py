@@ -3,7 +3,10 @@
 * `collect_inputs` finds audio files (recursively in folders, by extension) and remembers where each sits relative
   to the folder it was found in, so outputs mirror the input tree;
 * `plan_outputs` picks output paths that never replace an input (and, unless asked, never an existing file);
-* `convert_files` converts them one by one with a progress bar; a file that fails is reported and skipped;
+* `convert_files` converts them one by one with a progress bar; a file that fails is reported and skipped. Each
+  output name is claimed again when its file is complete: a file that appeared there meanwhile (another run
+  writing the same `-o`) is never replaced (unless `overwrite`), the next free name is used, and the report holds
+  the paths actually written;
 * `evaluate_paths` compares two files, or two folders file by file (matched by relative path and stem).
 """
 
@@ -38,8 +41,10 @@ class ConvertReport:
 def collect_inputs(paths: Sequence[str | os.PathLike], exclude: Path | None = None) -> list[InputFile]:
     """Audio files named in `paths` (files as given; folders searched recursively by extension, sorted).
 
-    Files under `exclude` (the output folder, when it lies inside an input folder) are skipped so a re-run does
-    not convert its own outputs. A path that does not exist raises `FileNotFoundError`.
+    `exclude` is the output folder: when it lies inside an input folder, the files under it are skipped so a re-run
+    does not convert its own outputs; an input folder that *is* the output folder raises `ValueError` (outputs would
+    mix with the recordings and become inputs of the next run). Files named directly are always taken, and a file
+    listed twice (or reached through two folders) once. A path that does not exist raises `FileNotFoundError`.
     """
     found: list[InputFile] = []
     seen: set[Path] = set()
@@ -48,14 +53,21 @@ def collect_inputs(paths: Sequence[str | os.PathLike], exclude: Path | None = No
         path = Path(raw)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")
+        skip_under = None
         if path.is_dir():
+            folder = path.resolve()
+            if exclude is not None and exclude == folder:
+                raise ValueError(f"{path}: the output folder is the input folder; pick another -o (outputs are "
+                                 "written to a separate folder so that they never mix with, or replace, the inputs)")
+            if exclude is not None and folder in exclude.parents:
+                skip_under = exclude
             candidates = [(p, p.relative_to(path)) for p in sorted(path.rglob("*"))
                           if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")]
         else:
             candidates = [(path, Path(path.name))]
         for file, relative in candidates:
             resolved = file.resolve()
-            if resolved in seen or (exclude is not None and exclude in resolved.parents):
+            if resolved in seen or (skip_under is not None and skip_under in resolved.parents):
                 continue
             seen.add(resolved)
             found.append(InputFile(file, relative))
@@ -68,13 +80,14 @@ def plan_outputs(inputs: Sequence[InputFile], out: str | os.PathLike, *, fmt: st
     `out` ends with an audio extension.
 
     Never an input file: such a name (and, without `overwrite`, an existing file or a name already planned) gets
-    " (1)", " (2)", ... appended to the stem.
+    " (1)", " (2)", ... appended to the stem. An `out` that is an existing folder is always a folder. These are
+    plans: `convert_files` claims each name again when it writes (another process may take one meanwhile).
     """
     if fmt not in OUTPUT_FORMATS:
         raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
     out = Path(out)
     input_paths = {item.path.resolve() for item in inputs}
-    single_file = len(inputs) == 1 and out.suffix.lower() in AUDIO_EXTENSIONS
+    single_file = len(inputs) == 1 and out.suffix.lower() in AUDIO_EXTENSIONS and not out.is_dir()
     taken: set[Path] = set()
     planned = []
     for item in inputs:
@@ -101,29 +114,40 @@ def convert_files(
     subtype: str = "PCM_16",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> ConvertReport:
     """Run `convert(path) -> (audio, sample_rate)` on every input and write each result atomically.
 
-    A file whose conversion or writing raises `ValueError`/`OSError`/`RuntimeError` is logged with its name and
-    the reason, and the others continue.
+    `outputs` are the planned names (`plan_outputs`). Without `overwrite` a name is claimed only when its file is
+    complete and only if it is still free; otherwise the file goes to the next free "stem (n).ext" that is neither an
+    input nor another planned output, so two runs writing the same folder both keep their results. With
+    `overwrite` the planned file is replaced atomically. `report.written` holds the paths actually written. A
+    file whose conversion or writing raises `ValueError`/`OSError`/`RuntimeError` (a full disk included) is logged
+    with its name and the reason, and the others continue.
     """
     from tqdm.auto import tqdm
 
     from .audio_io import write_audio
 
+    if len(inputs) != len(outputs):
+        raise ValueError(f"{len(inputs)} inputs but {len(outputs)} output paths")
     report = ConvertReport()
+    # names this run must not take for another file: its inputs and the other planned outputs
+    reserved = {os.path.realpath(item.path) for item in inputs} | {os.path.realpath(target) for target in outputs}
     bar = tqdm(list(zip(inputs, outputs)), desc="converting", unit="file", disable=not progress)
     for item, target in bar:
         bar.set_postfix_str(item.path.name[-40:], refresh=False)
         try:
             audio, rate = convert(item.path)
-            write_audio(target, audio, rate, subtype=subtype)
+            written = write_audio(target, audio, rate, subtype=subtype, overwrite=overwrite,
+                                  avoid=reserved - {os.path.realpath(target)})
         except (ValueError, OSError, RuntimeError) as err:
             reason = str(err) if str(item.path) in str(err) else f"{item.path}: {err}"
             report.failed.append((item.path, reason))
             (bar.write if progress else log)(f"skipped {reason}")
             continue
-        report.written.append((item.path, target))
+        reserved.add(os.path.realpath(written))
+        report.written.append((item.path, written))
     bar.close()
     return report
 
@@ -179,7 +203,7 @@ def evaluate_paths(
             "unpaired_reference": sorted(str(ref[k].path) for k in set(ref) - set(conv)),
         }
     if json_path is not None:
-        from ..checkpoints.safe_load import atomic_write
+        from ..utils.files import atomic_write
 
         text = json.dumps(result, indent=2) + "\n"
         atomic_write(Path(json_path), lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -106,6 +106,16 @@ class _Clip:
     pieces: list[np.ndarray] = field(default_factory=list)
 
 
+def content_width_problem(encoder: str, width: int, version: str, model_width: int) -> str:
+    """Why features of `width` cannot drive an RVC `version` model reading `model_width`-d ones, and what to pass."""
+    wanted = {256: "the content encoder's 256-d projected output (version='v1', `--version v1`)",
+              768: "the content encoder's 768-d last layer (version='v2', `--version v2`)"}
+    need = wanted.get(model_width, f"{model_width}-d features")
+    return (f"the content encoder {encoder} gives {width}-d features, but the synthesizer is an RVC {version} model "
+            f"that reads {model_width}-d ones: it needs {need}; load the content encoder with version={version!r} "
+            "or use a base of the encoder's version")
+
+
 def _fit(track: np.ndarray, length: int) -> np.ndarray:
     track = np.asarray(track, dtype=np.float32).reshape(-1)
     return track[:length] if len(track) >= length else np.pad(track, (0, length - len(track)))
@@ -430,6 +440,10 @@ class VoiceConverter:
         wav = torch.from_numpy(np.ascontiguousarray(audio)).to(self.device, encoder_dtype)[None]
         feats = self.content_encoder(wav)  # [1, F, E] at 50 fps
         timings.content_encoder += time.perf_counter() - started
+        if feats.shape[-1] != self.config.content_dim:  # an encoder without version/output_dim attributes
+            raise ConversionError(clip.name, content_width_problem(
+                getattr(self.content_encoder, "name_or_path", None) or type(self.content_encoder).__name__,
+                int(feats.shape[-1]), self.config.version, self.config.content_dim))
         use_pitch = clip.pitch is not None
         protecting = protect < 0.5 and use_pitch
         feats0 = feats.clone() if protecting else None

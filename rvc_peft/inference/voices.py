@@ -204,15 +204,24 @@ class VoiceBank:
     def _load_adapter(self, source: str, name: str, **hub: Any) -> None:
         from peft import PeftModel
 
+        from ..tuners.api import checked_local_adapter
+        from ..tuners.provenance import loading_adapter_file
+
         hub = {k: v for k, v in hub.items() if v is not None}
+        try:
+            # damaged, pickled or NaN-filled adapter files are refused before PEFT touches the model
+            weights_file = checked_local_adapter(source, hub.get("subfolder"))
+        except ValueError as err:
+            raise VoiceError(f"cannot load voice {name!r}: {err}") from None
         was_merged = self.merged
         self._unmerge()
         try:
-            if self.peft_model is None:
-                self.peft_model = PeftModel.from_pretrained(self.base, source, adapter_name=name, is_trainable=False,
-                                                            **hub)
-            else:
-                self.peft_model.load_adapter(source, adapter_name=name, is_trainable=False, **hub)
+            with loading_adapter_file(weights_file):
+                if self.peft_model is None:
+                    self.peft_model = PeftModel.from_pretrained(self.base, source, adapter_name=name,
+                                                                is_trainable=False, **hub)
+                else:
+                    self.peft_model.load_adapter(source, adapter_name=name, is_trainable=False, **hub)
         except Exception as err:  # PEFT and the hub raise many types; report them all the same way
             self._discard_partial(name)
             raise VoiceError(f"{source}: cannot load this adapter as voice {name!r}: {err}") from err

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoints.safe_load import atomic_write
+from ..utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

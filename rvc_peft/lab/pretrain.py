@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from ..checkpoints.export import save_rvc_checkpoint
-from ..checkpoints.safe_load import atomic_write
 from ..features.lab_encoder import MFCCContentEncoder, lab_content_encoder
 from ..features.pitch import f0_to_coarse
 from ..features.spectrogram import linear_spectrogram, mel_from_config
 from ..models import MultiPeriodDiscriminator, RVCConfig, RVCSynthesizer
 from ..models.synthesizer import slice_segments
 from ..training.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss
+from ..utils.files import atomic_write
 
 LAB_SAMPLE_RATE = 32000
 PACK_VERSION = 1

@@ -21,3 +21,8 @@ __all__ = [
     "to_legacy_keys",
     "to_parametrized_keys",
 ]
+
+# However an RVC network is built (RVCSynthesizer.from_pretrained, a config, a loader), stock PEFT calls on it such as
+# PeftModel.from_pretrained need the RVC LoRA layers (ConvTranspose1d, dilated and weight-normed Conv1d): install the
+# tuner together with the models. Imported last: rvc_peft.tuners imports this package's names above.
+from .. import tuners as _tuners  # noqa: F401

@@ -50,7 +50,8 @@ class MultiHeadAttention(nn.Module):
         scores = torch.matmul(q, k.transpose(-2, -1))
 
         w = self.window_size
-        offsets = torch.arange(t, device=x.device).unsqueeze(0) - torch.arange(t, device=x.device).unsqueeze(1)
+        positions = torch.arange(t, device=x.device)
+        offsets = positions.unsqueeze(0) - positions.unsqueeze(1)
         in_window = (offsets.abs() <= w).to(q.dtype)  # [T, T], offsets[i, j] = j - i
         rel_index = (offsets.clamp(-w, w) + w).expand(b, self.n_heads, t, t)
         rel_logits = torch.matmul(q, self.emb_rel_k[0].transpose(0, 1))  # [B, h, T, 2w+1]
@@ -60,9 +61,14 @@ class MultiHeadAttention(nn.Module):
             scores = scores.masked_fill(attn_mask == 0, -1e4)  # RVC uses -1e4, not -inf
         p_attn = self.drop(F.softmax(scores, dim=-1))
         output = torch.matmul(p_attn, v)
-        # Attention mass per relative offset, then the relative value table.
-        p_rel = torch.zeros(b, self.n_heads, t, 2 * w + 1, dtype=p_attn.dtype, device=p_attn.device)
-        p_rel = p_rel.scatter_add(3, rel_index, p_attn * in_window)
+        # Attention mass per relative offset r (p_rel[i, r] = p_attn[i, i + r - w], 0 where that column does not
+        # exist), then the relative value table. A [T, 2w+1] gather: the same values as RVC's [T, T] scatter-add
+        # (one term per slot), cheaper, and exportable to ONNX in fp16.
+        columns = positions.unsqueeze(1) + torch.arange(-w, w + 1, device=x.device).unsqueeze(0)  # [T, 2w+1]
+        # positions[-1] (= T - 1), not the Python int t, keeps the bound symbolic when traced for ONNX
+        exists = (columns >= 0) & (columns <= positions[-1])
+        columns = torch.where(exists, columns, torch.zeros_like(columns)).expand(b, self.n_heads, t, 2 * w + 1)
+        p_rel = torch.gather(p_attn, 3, columns) * exists.to(p_attn.dtype)
         output = output + torch.matmul(p_rel, self.emb_rel_v[0])
         output = output.transpose(2, 3).contiguous().view(b, d, t)
         return self.conv_o(output)

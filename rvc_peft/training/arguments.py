@@ -18,59 +18,82 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 RVC_LR_DECAY = 0.999875  # RVC's ExponentialLR gamma, stepped once per epoch
 
 
-def build_parser() -> argparse.ArgumentParser:
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where a default says something: not for unset (None) options, on/off switches
+    (store_true) or texts that already describe their default (mentioning "default")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The argument parser (diffusers' names where one exists, RVC's defaults for the objective)."""
     parser = argparse.ArgumentParser(
+        prog=prog,
         description="Train an RVC voice LoRA adapter with RVC's GAN objective (run it with `accelerate launch`).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     model = parser.add_argument_group("model and data")
     model.add_argument("--pretrained_model_name_or_path", required=True,
                        help="base synthesizer: an RVC G file (f0G40k.pth, G_*.pth, exported voice), an rvc-peft "
                             "model folder, or a Hugging Face hub id (org/name or org/name/file.pth)")
-    model.add_argument("--revision", default=None, help="hub revision of the base model")
+    model.add_argument("--revision", default=None,
+                       help="Hub revision (branch, tag or commit) of a Hub base model; unset: the default branch")
     model.add_argument("--pretrained_discriminator", default=None,
                        help="RVC discriminator file (f0D40k.pth, D_*.pth) or hub reference matching the base; "
                             "without it the discriminator starts from random weights (works, but converges slower)")
     model.add_argument("--train_data_dir", "--dataset", dest="train_data_dir", required=True,
                        help="dataset folder written by `rvc-peft preprocess` / `rvc-peft import-experiment`")
-    model.add_argument("--max_train_samples", type=int, default=None, help="use only the first N slices (debugging)")
+    model.add_argument("--max_train_samples", type=int, default=None,
+                       help="use only the first N slices (debugging); unset: all")
     model.add_argument("--output_dir", default="rvc-lora", help="where the adapter, checkpoints and logs go")
-    model.add_argument("--seed", type=int, default=1234, help="seed of weights, data order and slicing (RVC: 1234)")
+    model.add_argument("--seed", type=int, default=1234, help="seed of weights, data order and slicing (RVC's value)")
 
     sched = parser.add_argument_group("schedule and optimiser")
     sched.add_argument("--train_batch_size", type=int, default=4, help="batch size per process")
-    sched.add_argument("--num_train_epochs", type=int, default=100)
+    sched.add_argument("--num_train_epochs", type=int, default=100,
+                       help="passes over the dataset (ignored when --max_train_steps is set)")
     sched.add_argument("--max_train_steps", type=int, default=None,
-                       help="total optimiser steps; overrides --num_train_epochs")
-    sched.add_argument("--gradient_accumulation_steps", type=int, default=1)
+                       help="total optimiser steps; overrides --num_train_epochs (unset: epochs x steps per epoch)")
+    sched.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                       help="micro-batches per optimiser step (effective batch: this x batch size x processes)")
     sched.add_argument("--learning_rate", type=float, default=1e-4, help="generator (adapter) learning rate")
     sched.add_argument("--discriminator_learning_rate", type=float, default=None,
-                       help="discriminator learning rate (default: --learning_rate)")
+                       help="discriminator learning rate; unset: the same as --learning_rate")
     sched.add_argument("--lr_scheduler", choices=LR_SCHEDULERS, default="rvc_exponential",
                        help="rvc_exponential: RVC's ExponentialLR(gamma=--lr_decay) stepped per epoch")
     sched.add_argument("--lr_warmup_steps", type=int, default=0, help="linear warm-up steps (any scheduler)")
     sched.add_argument("--lr_decay", type=float, default=RVC_LR_DECAY, help="per-epoch gamma of rvc_exponential")
-    sched.add_argument("--adam_beta1", type=float, default=0.8)
-    sched.add_argument("--adam_beta2", type=float, default=0.99)
-    sched.add_argument("--adam_epsilon", type=float, default=1e-9)
-    sched.add_argument("--adam_weight_decay", type=float, default=0.01, help="AdamW weight decay (PyTorch default)")
+    sched.add_argument("--adam_beta1", type=float, default=0.8, help="AdamW beta1 (RVC's value)")
+    sched.add_argument("--adam_beta2", type=float, default=0.99, help="AdamW beta2 (RVC's value)")
+    sched.add_argument("--adam_epsilon", type=float, default=1e-9, help="AdamW epsilon (RVC's value)")
+    sched.add_argument("--adam_weight_decay", type=float, default=0.01, help="AdamW weight decay (PyTorch's value)")
     sched.add_argument("--max_grad_norm", type=float, default=None,
                        help="clip gradients to this norm (RVC only measures the norm: no clipping by default)")
     sched.add_argument("--mixed_precision", choices=MIXED_PRECISION, default=None,
-                       help="overrides the accelerate config; fp16 needs a GPU, bf16 works on CPU and recent GPUs")
+                       help="overrides the accelerate config (unset: the config's, else no); fp16 needs a GPU, bf16 "
+                            "works on CPU and recent GPUs")
     sched.add_argument("--allow_tf32", action="store_true", help="allow TF32 matmuls on Ampere+ GPUs")
-    sched.add_argument("--dataloader_num_workers", type=int, default=0)
+    sched.add_argument("--dataloader_num_workers", type=int, default=0,
+                       help="background processes preparing batches, one CPU thread each (0: the training process "
+                            "does it)")
+    sched.add_argument("--num_threads", type=int, default=None,
+                       help="PyTorch CPU threads per training process; unset: OMP_NUM_THREADS if set, else the "
+                            "machine's cores divided by its training processes, fewer when other programs keep "
+                            "cores busy")
     sched.add_argument("--bucket_by_length", action=argparse.BooleanOptionalAction, default=True,
                        help="batch slices of similar length together (RVC's bucket sampler)")
     sched.add_argument("--segment_frames", type=int, default=None,
-                       help="decoder training window in frames (default: the base config's, 32 at 40k = 0.32 s); "
+                       help="decoder training window in frames; unset: the base config's (32 at 40k = 0.32 s); "
                             "smaller saves memory")
 
     lora = parser.add_argument_group("adapter")
-    lora.add_argument("--rank", type=int, default=8, help="LoRA rank")
-    lora.add_argument("--lora_alpha", type=int, default=None, help="LoRA alpha (default: 2 x rank)")
-    lora.add_argument("--lora_dropout", type=float, default=0.0)
+    lora.add_argument("--rank", type=int, default=8, help="LoRA rank: the adapters' inner width (their size and capacity)")
+    lora.add_argument("--lora_alpha", type=int, default=None, help="LoRA alpha (scale alpha / rank); unset: 2 x rank")
+    lora.add_argument("--lora_dropout", type=float, default=0.0, help="dropout on the adapters' input")
     lora.add_argument("--lora_preset", default="all",
                       help='target preset: generator, flow, encoder, all, or a "+" combination such as generator+flow '
                            "(all: the cheapest that matched full fine-tuning in benchmarks/bench_quality.py; a "
@@ -81,14 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also train the speaker table emb_g (saved in the adapter through modules_to_save)")
     lora.add_argument("--discriminator_mode", choices=DISCRIMINATOR_MODES, default="full",
                       help="full: train every discriminator weight (RVC); frozen: keep it fixed; lora: its own adapter")
-    lora.add_argument("--discriminator_rank", type=int, default=None, help="rank of the discriminator adapter")
+    lora.add_argument("--discriminator_rank", type=int, default=None,
+                      help="rank of the discriminator adapter (--discriminator_mode lora); unset: --rank")
     lora.add_argument("--loss", choices=LOSS_MODES, default="full",
                       help="full: RVC's objective (mel x45 + KL + feature matching x2 + LSGAN); mel_kl: mel x45 + KL, no "
                            "discriminator (trains the prior and flow too, fast on a CPU); mel: mel L1 only")
 
     ckpt = parser.add_argument_group("checkpoints")
     ckpt.add_argument("--checkpointing_steps", type=int, default=500, help="save a checkpoint every N steps")
-    ckpt.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep at most this many checkpoints")
+    ckpt.add_argument("--checkpoints_total_limit", type=int, default=2,
+                      help="keep at most this many checkpoints (default 2: the newest and the one before; older ones "
+                           "are deleted once a newer one is complete). With --discriminator_mode full each checkpoint "
+                           "holds the discriminator and its AdamW state (~0.9 GB for a v2 base); raise it to keep more")
     ckpt.add_argument("--resume_from_checkpoint", default=None,
                       help='"latest" (the newest checkpoint-* in --output_dir) or a checkpoint folder')
 
@@ -96,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--validation_steps", type=int, default=500, help="validate every N steps")
     val.add_argument("--num_validation_clips", type=int, default=2,
                      help="dataset slices held out of training and converted at every validation (0: none)")
-    val.add_argument("--validation_f0_method", default="pm", help="F0 method for the F0-correlation metric")
     val.add_argument("--report_to", default="tensorboard",
                      help='tracker for accelerate ("tensorboard", "wandb", "all", or "none")')
     val.add_argument("--logging_dir", default="logs", help="tracker folder, relative to --output_dir")
@@ -104,11 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     end = parser.add_argument_group("end of training")
     end.add_argument("--push_to_hub", action="store_true", help="upload adapter, card and index to the Hub")
-    end.add_argument("--hub_model_id", default=None, help="repository id (default: the output folder's name)")
-    end.add_argument("--hub_private_repo", action="store_true")
+    end.add_argument("--hub_model_id", default=None, help="Hub repository id; unset: the output folder's name")
+    end.add_argument("--hub_private_repo", action="store_true", help="create the Hub repository as private")
     end.add_argument("--build_index", action="store_true", help="build the faiss retrieval index of the dataset")
     end.add_argument("--export_rvc", default=None, metavar="PATH",
-                     help="also write the merged voice as an RVC WebUI/Applio .pth file")
+                     help="also write the merged voice as an RVC WebUI/Applio .pth file at PATH")
     end.add_argument("--skip_final_validation", action="store_true",
                      help="do not reload the saved adapter onto a fresh base to convert a clip at the end")
     return parser
@@ -122,7 +148,7 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise TrainingSetupError(f"--{name} must be at least 1, got {getattr(args, name)}")
     for name in ("max_train_steps", "checkpoints_total_limit", "segment_frames", "discriminator_rank",
-                 "max_train_samples"):
+                 "max_train_samples", "num_threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise TrainingSetupError(f"--{name} must be at least 1, got {value}")
@@ -158,6 +184,6 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and check `argv` (default: `sys.argv[1:]`)."""
-    return check_args(build_parser().parse_args(argv))
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """Parse and check `argv` (default: `sys.argv[1:]`); `prog` names the command in usage and errors."""
+    return check_args(build_parser(prog).parse_args(argv))

@@ -18,11 +18,12 @@ import torch
 import torch.distributed as dist
 from accelerate.logging import get_logger
 
+from ..utils.files import write_folder_atomically
 from .validation import convert_clip, mel_l1, tensorboard_writer
 
 logger = get_logger(__name__)
 
-HUB_IGNORE = ["checkpoint-*", "checkpoint-*/*", ".tmp-checkpoint-*", "logs/*", "logs/**", "*.pth"]
+HUB_IGNORE = ["checkpoint-*", "checkpoint-*/*", ".tmp-checkpoint-*", ".tmp-save-*", "logs/*", "logs/**", "*.pth"]
 # how long the other processes wait for the main one's end-of-training work (index, reload check, export, upload)
 END_OF_TRAINING_TIMEOUT = timedelta(hours=24)
 
@@ -85,8 +86,14 @@ def _save_adapter(trainer: Any, elapsed: float) -> Path:
 
     model = trainer.accelerator.unwrap_model(trainer.net_g)
     set_training_summary(model, training_summary(trainer, elapsed))
+    # Through a staging folder: PEFT writes adapter_config.json with plain open() calls, so a full disk would leave a
+    # truncated config beside the previous run's weights; staged, each file is replaced only by a complete one (a
+    # full disk raises DiskFullError naming the file) and gets the mode open() gives (safetensors writes 0o600).
+    # README.md is carried in so that the card is updated, not recreated, as a direct save would.
     # save_embedding_layers=False: PEFT's vocabulary check would look the base path up on the Hub
-    model.save_pretrained(str(trainer.output_dir), save_embedding_layers=False)
+    write_folder_atomically(trainer.output_dir,
+                            lambda staging: model.save_pretrained(str(staging), save_embedding_layers=False),
+                            carry=("README.md",))
     return trainer.output_dir
 
 

@@ -36,7 +36,19 @@ def build_accelerator(args: argparse.Namespace) -> Any:
                               project_config=project, kwargs_handlers=[ddp])
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise TrainingSetupError("--mixed_precision fp16 needs a GPU; on the CPU use --mixed_precision bf16 or no")
+    configure_run_threads(accelerator, getattr(args, "num_threads", None))
     return accelerator
+
+
+def configure_run_threads(accelerator: Any, requested: int | None) -> int:
+    """PyTorch CPU threads for this process: `--num_threads`, else OMP_NUM_THREADS, else the machine's cores shared
+    by the processes that run on it (`rvc_peft.runtime.choose_num_threads`). Without this, one process took every
+    core even when other programs kept some busy, and was up to 16x slower on a shared 2-core machine."""
+    from ..runtime import configure_threads
+
+    # torchrun (under accelerate launch too) says how many processes share this machine; otherwise all of them do
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "") or accelerator.num_processes)
+    return configure_threads(local, requested)
 
 
 class StopRequest:

@@ -70,7 +70,8 @@ def check_dataset_fits(info: Any, model: RVCSynthesizer, base_name: str, dataset
     problems = []
     if info.version != config.version or info.content_dim != config.content_dim:
         problems.append(f"the dataset has {info.version} content features ({info.content_dim}-d) but the base is an "
-                        f"RVC {config.version} model ({config.content_dim}-d)")
+                        f"RVC {config.version} model ({config.content_dim}-d), and RVC v1 models read the content "
+                        "encoder's 256-d projected output, v2 models its 768-d last layer")
     if info.sample_rate != config.sampling_rate:
         problems.append(f"the dataset is at {info.sample_rate} Hz but the base is a {config.sampling_rate} Hz "
                         f"({config.sample_rate_name}) model")
@@ -84,9 +85,12 @@ def check_dataset_fits(info: Any, model: RVCSynthesizer, base_name: str, dataset
         problems.append(f"the dataset uses speaker id {max(speakers)} but the base has only {config.spk_embed_dim} "
                         "speaker rows")
     if problems:
+        # the preprocess command's own flag spellings (--sample-rate, not the trainer's underscore style)
+        flags = f"--sample-rate {config.sample_rate_name} --version {config.version}" + (
+            "" if config.use_f0 else " --no-f0")
         raise TrainingSetupError(f"dataset {dataset_path} does not fit base model {base_name}: " + "; ".join(problems)
-                                 + ". Preprocess the audio again for this base (rvc-peft preprocess --sample_rate ... "
-                                 "--version ...) or pick a matching base.")
+                                 + f". Preprocess the audio again for this base (rvc-peft preprocess {flags} ...) or "
+                                 "pick a matching base.")
 
 
 def build_lora_config(args: argparse.Namespace) -> Any:

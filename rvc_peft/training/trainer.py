@@ -32,6 +32,7 @@ from torch import nn
 
 from ..features.spectrogram import mel_spectrogram, spec_to_mel
 from ..models.synthesizer import slice_segments
+from ..runtime import single_thread_worker
 from .checkpointing import CheckpointManager, read_training_state, resolve_checkpoint
 from .data import LengthBucketBatchSampler, RVCTrainingDataset, collate_batch
 from .errors import TrainingSetupError
@@ -144,7 +145,7 @@ class RVCTrainer:
                 "add audio, lower --num_validation_clips or --segment_frames")
         self.train_dataset = RVCTrainingDataset(self.dataset, self.config, usable)
         self.validator = Validator([make_clip(i, self.train_dataset.dataset[i], self.config) for i in held_out],
-                                   self.config, args.validation_f0_method)
+                                   self.config)
         self.sampler = LengthBucketBatchSampler(
             self.train_dataset.frames, args.train_batch_size, num_replicas=accelerator.num_processes,
             rank=accelerator.process_index, seed=args.seed, bucket_width=100 if args.bucket_by_length else None,
@@ -154,7 +155,8 @@ class RVCTrainer:
         self.dataloader = torch.utils.data.DataLoader(
             self.train_dataset, batch_sampler=self.sampler, collate_fn=collate_batch,
             num_workers=args.dataloader_num_workers, pin_memory=accelerator.device.type == "cuda",
-            generator=torch.Generator().manual_seed(args.seed))
+            generator=torch.Generator().manual_seed(args.seed),
+            worker_init_fn=single_thread_worker if args.dataloader_num_workers else None)
         self.updates_per_epoch = len(self.sampler) // args.gradient_accumulation_steps
         if args.max_train_steps is None:
             args.max_train_steps = args.num_train_epochs * self.updates_per_epoch
@@ -193,13 +195,15 @@ class RVCTrainer:
         # what the NaN/inf guard inspects after every update (names for its message)
         self.trainable_tensors = ([(f"generator.{n}", p) for n, p in g_named]
                                   + [(f"discriminator.{n}", p) for n, p in d_named])
-        accelerator.register_for_checkpointing(self.scheduler_g)
-        if self.scheduler_d is not None:
-            accelerator.register_for_checkpointing(self.scheduler_d)
+        # checkpoints in our pickle-free format (not accelerate's save_state, whose files are unpickled on resume)
         models = {"generator": accelerator.unwrap_model(self.net_g)}
+        optimizers, schedulers = {"generator": self.optimizer_g}, {"generator": self.scheduler_g}
         if self.d_module is not None:
             models["discriminator"] = self.d_module
-        self.checkpoints = CheckpointManager(accelerator, self.output_dir, models, args.checkpoints_total_limit)
+        if self.optimizer_d is not None:
+            optimizers["discriminator"], schedulers["discriminator"] = self.optimizer_d, self.scheduler_d
+        self.checkpoints = CheckpointManager(accelerator, self.output_dir, models, args.checkpoints_total_limit,
+                                             optimizers=optimizers, schedulers=schedulers)
 
     def settings(self) -> dict[str, Any]:
         """The run's identity, stored in checkpoints and checked on resume."""
@@ -457,9 +461,30 @@ class RVCTrainer:
                                       mixed_precision=self.accelerator.mixed_precision) from err
 
 
+# Warnings the libraries under the loop raise on every run although nothing is wrong, each matched by category, the
+# start of its exact text and the module that warns; every other warning still shows.
+KNOWN_HARMLESS_WARNINGS = (
+    # peft reads PreTrainedModel's deprecated `is_gradient_checkpointing` alias whenever it wraps or reloads our
+    # synthesizer (get_peft_model, PeftModel.from_pretrained); RVC models never use activation checkpointing
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated", r"transformers\.modeling_utils"),
+    # DDP, once per process, when a kernel returns a gradient whose strides differ from the parameter's only along
+    # size-1 dimensions (RVC's (k, 1) and 1x1 conv kernels, weight_norm's (C, 1, 1) magnitudes): same memory order,
+    # DDP copies it into its bucket as usual
+    (UserWarning, r"Grad strides do not match bucket view strides", r"torch\."),
+)
+
+
+def ignore_known_harmless_warnings() -> None:
+    """Install `KNOWN_HARMLESS_WARNINGS` as ignore filters (use inside `warnings.catch_warnings()`)."""
+    for category, message, module in KNOWN_HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
 def main(args: argparse.Namespace, *, discriminator: nn.Module | None = None) -> TrainingResult:
     """Train an adapter as `args` (from `parse_args`) say; `discriminator` optionally replaces loading one."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    trainer = RVCTrainer(args, discriminator=discriminator)
-    return trainer.train()
+    with warnings.catch_warnings():  # the filters last for this run only
+        ignore_known_harmless_warnings()
+        trainer = RVCTrainer(args, discriminator=discriminator)
+        return trainer.train()
 

@@ -1,6 +1,7 @@
 """PEFT tuners for RVC: LoRA on Conv1d / ConvTranspose1d, registered as PEFT's LoRA tuner on import.
 
-After `import rvc_peft` (which imports this package) the stock PEFT API works on RVC synthesizers:
+Once this package is imported (by `rvc_peft.models`, so by loading or building any RVC model, and by the first use of
+any `rvc_peft.<name>`) the stock PEFT API works on RVC synthesizers:
 `get_peft_model(base, LoraConfig(...))` or `RVCLoraConfig(target_modules="generator+flow")`, `save_pretrained`,
 `PeftModel.from_pretrained`, `merge_and_unload`, `add_weighted_adapter`, `hotswap_adapter`, transformers'
 `add_adapter` / `load_adapter`. Adapters are ordinary `peft_type: LORA` adapters plus `rvc_adapter.json` and an RVC

@@ -10,8 +10,15 @@ from typing import Any
 from peft import PeftConfig, PeftModel, get_peft_model
 from torch import nn
 
+from ..utils.hub import HubReference, classify, resolve
 from .lora.config import RVCLoraConfig
-from .provenance import facts_of_config
+from .provenance import (
+    ADAPTER_WEIGHTS_NAME,
+    IncompatibleAdapterError,
+    check_adapter_folder,
+    facts_of_config,
+    loading_adapter_file,
+)
 
 
 def get_rvc_peft_model(
@@ -78,7 +85,7 @@ def export_merged_voice(
     adapter: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    info: str = "",
+    info: str | None = None,
     flavor: str = "webui",
     base_kwargs: dict[str, Any] | None = None,
     adapter_kwargs: dict[str, Any] | None = None,
@@ -87,12 +94,40 @@ def export_merged_voice(
 
     `base`: an RVC file / hub id (read with `rvc_peft.load_synthesizer(base, **base_kwargs)`) or a loaded
     `RVCSynthesizer`; `adapter`: adapter folder or hub id (`PeftModel.from_pretrained`, with `adapter_kwargs`).
-    `flavor`: "webui" or "applio" (see `export_rvc`). A wrong base fails with `IncompatibleAdapterError` before anything is written; the output is written atomically.
+    `info`: the voice's info text (None: the base voice's own, empty for a pretrained base; with
+    `flavor="applio"` written only when given). `flavor`: "webui" or "applio" (see `export_rvc`). A wrong base
+    fails with `IncompatibleAdapterError` before anything is written; the output is written atomically.
     Returns the output path.
     """
     from ..checkpoints import export_rvc, load_synthesizer
 
+    adapter_kwargs = adapter_kwargs or {}
+    if isinstance(classify(adapter), HubReference):  # a missing local path fails here, at once
+        # fetch through the one resolver (fast offline errors, no retry storm), then load the local copy
+        adapter = resolve(adapter, revision=adapter_kwargs.pop("revision", None),
+                          **({"token": adapter_kwargs["token"]} if adapter_kwargs.get("token") else {}))
+    weights_file = checked_local_adapter(adapter, adapter_kwargs.get("subfolder"))  # before the (slower) base
     model = load_synthesizer(base, **(base_kwargs or {})) if isinstance(base, (str, os.PathLike)) else base
-    merged = PeftModel.from_pretrained(model, str(adapter), **(adapter_kwargs or {})).merge_and_unload()
-    export_rvc(merged, out, info=info, flavor=flavor)
+    with loading_adapter_file(weights_file):
+        try:
+            peft_model = PeftModel.from_pretrained(model, str(adapter), **adapter_kwargs)
+        except IncompatibleAdapterError as err:
+            if str(adapter) in str(err):
+                raise
+            raise IncompatibleAdapterError(f"{adapter}: {err}") from None  # the provenance check names no file
+    export_rvc(peft_model.merge_and_unload(), out, info=info, flavor=flavor)
     return Path(out)
+
+
+def checked_local_adapter(adapter: str | os.PathLike, subfolder: str | None = None) -> Path | None:
+    """For a local adapter folder: check its files (`check_adapter_folder`) and return its weights file.
+
+    A missing local path (`rvc_peft.utils.hub.classify`: a single name, `./x`, ...) fails at once, naming it. Hub
+    ids return None: PEFT downloads them, and the checks in its load path still run (`RVCLoraModel`), naming the
+    adapter instead of the file.
+    """
+    if isinstance(classify(adapter), HubReference):
+        return None
+    folder = Path(adapter, subfolder) if subfolder else Path(adapter)
+    check_adapter_folder(folder)
+    return folder / ADAPTER_WEIGHTS_NAME

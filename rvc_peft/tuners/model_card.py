@@ -121,7 +121,7 @@ def write_model_card(directory: str | os.PathLike, config: Any, facts: dict[str,
     """Create or update `<directory>/README.md` for an RVC adapter (atomic write) and return its path."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from ..checkpoints.safe_load import atomic_write
+    from ..utils.files import atomic_write
 
     path = Path(directory) / "README.md"
     if path.is_file():

@@ -15,11 +15,14 @@ plus an optional training summary.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -310,19 +313,42 @@ def set_training_summary(model: nn.Module, summary: dict[str, Any], adapter_name
 def read_adapter_info(path_or_hub_id: str | os.PathLike, **hub_kwargs: Any) -> dict[str, Any]:
     """The RVC facts of a saved adapter (local folder or hub id): `rvc_adapter.json`, else `adapter_config.json`.
 
-    Raises `ValueError` naming the location if neither holds RVC facts.
+    Raises `ValueError` naming the location if neither holds RVC facts. A local path that does not exist
+    (`rvc_peft.utils.hub` decides what is local: e.g. a mistyped `my_voice_lroa`) raises
+    `LocalPathNotFoundError`, and a Hub id that cannot be fetched (offline, no network) `HubUnavailableError`, both
+    at once and both `OSError`s, so callers that read a `ValueError` as "a plain PEFT adapter" do not go on to ask
+    the Hub again.
     """
-    location = str(path_or_hub_id)
-    subfolder = hub_kwargs.get("subfolder")
-    folder = Path(location, subfolder) if subfolder else Path(location)
-    for filename in (ADAPTER_INFO_NAME, "adapter_config.json"):
-        path = folder / filename
-        if not path.is_file():
-            try:
-                from huggingface_hub import hf_hub_download
+    from ..utils.hub import (
+        HubEntryNotFoundError,
+        HubReference,
+        HubUnavailableError,
+        classify,
+        local_not_found,
+        resolve,
+    )
 
-                path = Path(hf_hub_download(location, filename, **hub_kwargs))
-            except Exception:  # noqa: BLE001, S112 - optional file missing on the hub, or offline: try the next one
+    location = str(path_or_hub_id)
+    hub_kwargs = dict(hub_kwargs)
+    subfolder = hub_kwargs.pop("subfolder", None)
+    revision = hub_kwargs.pop("revision", None)
+    target = classify(location)  # LocalPathNotFoundError now, before any Hub request
+    if isinstance(target, Path) and subfolder and not (target / subfolder).is_dir():
+        raise local_not_found(str(Path(location, subfolder)), f" (the folder {location} holds no {subfolder!r})")
+    for filename in (ADAPTER_INFO_NAME, "adapter_config.json"):
+        if isinstance(target, HubReference):
+            inner = "/".join(part for part in (target.path, subfolder, filename) if part)
+            try:
+                path = resolve(HubReference(target.repo_id, inner, target.revision), revision=revision, **hub_kwargs)
+            except HubEntryNotFoundError:  # optional file: try the next one
+                continue
+            except HubUnavailableError as err:  # name the adapter, not the file: PEFT would need the Hub too
+                raise HubUnavailableError(location, f"not a local adapter folder, and cannot get it from the Hugging "
+                                                    f"Face Hub ({err.cause}); download it once with network access, "
+                                                    f"or pass a local adapter folder", err.cause) from None
+        else:
+            path = Path(target, subfolder or "", filename)
+            if not path.is_file():
                 continue
         data = json.loads(path.read_text())
         facts = data if filename == ADAPTER_INFO_NAME else (data.get("auto_mapping") or {}).get(FACTS_KEY)
@@ -333,9 +359,163 @@ def read_adapter_info(path_or_hub_id: str | os.PathLike, **hub_kwargs: Any) -> d
 
 def write_adapter_info(directory: str | os.PathLike, facts: dict[str, Any]) -> Path:
     """Write `facts` to `<directory>/rvc_adapter.json` (atomically) and return the path."""
-    from ..checkpoints.safe_load import atomic_write
+    from ..utils.files import atomic_write
 
     path = Path(directory) / ADAPTER_INFO_NAME
     text = json.dumps(facts, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
+
+
+# --- checking adapter files before PEFT reads them ------------------------------------------------------------------
+
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+PICKLED_WEIGHTS_NAME = "adapter_model.bin"
+_LORA_TENSOR_SEGMENTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
+# The adapter weights file being loaded through one of our entry points, so that the checks PEFT's load path runs in
+# `RVCLoraModel` (keys, shapes, values) can name the file; None for other load paths (they name the adapter).
+_LOADING_FROM: contextvars.ContextVar[str | None] = contextvars.ContextVar("rvc_peft_adapter_file", default=None)
+
+
+class AdapterFileError(ValueError):
+    """An adapter folder or file that cannot be used (missing, damaged, pickled, not JSON); names the file."""
+
+
+def check_adapter_folder(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a local adapter folder the way PEFT will, but with errors naming the file, and check its weights.
+
+    Returns `(adapter_config, tensors)`. Refuses, with an `AdapterFileError` (a `ValueError`) naming the file: a path
+    that is not a folder, a missing or non-JSON `adapter_config.json`, a config without a known `peft_type`, a
+    folder with only a pickled `adapter_model.bin` (never unpickled: stock PEFT would), a missing, empty or damaged
+    `adapter_model.safetensors`, and tensors with NaN/inf/absurd values or integer dtypes (`check_weights`).
+    """
+    from peft.utils import PeftType
+
+    from ..checkpoints.safe_load import CheckpointError, check_weights, read_safetensors
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise AdapterFileError(f"{folder}: adapter folder not found")
+    if not folder.is_dir():
+        raise AdapterFileError(f"{folder}: is a file, not an adapter folder (a PEFT adapter is a folder with "
+                               f"{ADAPTER_CONFIG_NAME} and {ADAPTER_WEIGHTS_NAME})")
+    config_file = folder / ADAPTER_CONFIG_NAME
+    if not config_file.is_file():
+        raise AdapterFileError(f"{config_file}: not found (not a PEFT adapter folder)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise AdapterFileError(f"{config_file}: cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise AdapterFileError(f"{config_file}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise AdapterFileError(f"{config_file}: holds a JSON {type(config).__name__}, not an object")
+    peft_type = config.get("peft_type")
+    known = [member.value for member in PeftType]
+    if peft_type not in known:
+        raise AdapterFileError(f"{config_file}: peft_type {peft_type!r} is not a PEFT adapter type "
+                               f"(rvc-peft adapters are 'LORA')")
+    weights = folder / ADAPTER_WEIGHTS_NAME
+    if not weights.exists():
+        if (folder / PICKLED_WEIGHTS_NAME).exists():
+            raise AdapterFileError(
+                f"{folder / PICKLED_WEIGHTS_NAME}: refusing to read a pickle-format adapter (unpickling a stranger's "
+                f"file can run code); rvc-peft reads only {ADAPTER_WEIGHTS_NAME}. Convert it where you trust it: "
+                f"load it with PEFT and save_pretrained(..., safe_serialization=True)")
+        raise AdapterFileError(f"{weights}: not found (the adapter folder has no weights)")
+    try:
+        tensors = read_safetensors(weights)
+        check_weights(tensors, weights)
+    except CheckpointError as err:
+        raise AdapterFileError(str(err)) from None
+    return config, tensors
+
+
+@contextlib.contextmanager
+def loading_adapter_file(file: str | os.PathLike | None) -> Iterator[None]:
+    """While active, the adapter checks run inside PEFT's load path name `file` in their errors."""
+    token = _LOADING_FROM.set(None if file is None else str(file))
+    try:
+        yield
+    finally:
+        _LOADING_FROM.reset(token)
+
+
+def adapter_source_label(adapter_name: str) -> str:
+    """The adapter file being loaded (see `loading_adapter_file`), else "adapter '<name>'"."""
+    return _LOADING_FROM.get() or f"adapter '{adapter_name}'"
+
+
+def check_adapter_state(model: nn.Module, adapter_name: str, state_dict: dict[str, torch.Tensor],
+                        made_for: str) -> None:
+    """Refuse adapter weights that would load partly, at the wrong shapes or with broken values.
+
+    `state_dict` is PEFT's remapped adapter state (keys as in `model.state_dict()`, adapter name inserted). Raises
+    `IncompatibleAdapterError` naming the adapter file (or adapter) for: LoRA tensors of this adapter that the file
+    lacks (PEFT would leave them at their initial values, B = 0: those layers would silently be the plain base),
+    tensors the model has no place for (PEFT ignores them), shapes that differ from the model's (with the RVC
+    version when the content-feature width reveals it), and NaN/inf/absurd values or integer dtypes.
+    """
+    from ..checkpoints.safe_load import weight_problem
+
+    where = adapter_source_label(adapter_name)
+    own = model.state_dict()
+    prefix = "base_model.model."
+    own_plain = {key.removeprefix(prefix): value for key, value in own.items()}
+    given = {key.removeprefix(prefix): value for key, value in state_dict.items()}
+    expected = {
+        key for key in own_plain
+        if any(f".{segment}.{adapter_name}" in f".{key}." for segment in _LORA_TENSOR_SEGMENTS)
+    }
+    missing = sorted(expected - set(given))
+    unexpected = sorted(set(given) - set(own_plain))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of the adapter's {len(expected)} LoRA tensors are missing from the file "
+                        f"(e.g. {', '.join(_short_keys(missing, adapter_name))}); those layers would silently stay "
+                        "the plain base")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors in the file fit no layer of this model "
+                        f"(e.g. {', '.join(_short_keys(unexpected, adapter_name))})")
+    if problems:
+        raise IncompatibleAdapterError(f"{where}: adapter '{adapter_name}' ({made_for}) does not "
+                                       "match its own config: " + "; ".join(problems))
+    mismatched = [(key, tuple(value.shape), tuple(own_plain[key].shape)) for key, value in given.items()
+                  if tuple(value.shape) != tuple(own_plain[key].shape)]
+    if mismatched:
+        versions = _versions_from_shapes(mismatched)
+        shown = "; ".join(f"{_short_key(key, adapter_name)}: adapter {list(got)} vs model {list(want)}"
+                          for key, got, want in mismatched[:3])
+        more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
+        raise IncompatibleAdapterError(
+            f"{where}: adapter '{adapter_name}' ({made_for}) does not fit this model "
+            f"'{base_name_or_path(model) or type(unwrap_base_model(model)).__name__}'{versions}: {shown}{more}"
+        )
+    for key, value in given.items():
+        problem = weight_problem(key, value)
+        if problem is not None:
+            raise IncompatibleAdapterError(f"{where}: adapter '{adapter_name}' tensor "
+                                           f"'{_short_key(key, adapter_name)}' {problem}")
+
+
+def _short_key(key: str, adapter_name: str) -> str:
+    """The key as it is spelled in adapter_model.safetensors (no adapter name, PEFT's save prefix)."""
+    return "base_model.model." + key.replace(f".{adapter_name}.", ".").removesuffix(f".{adapter_name}")
+
+
+def _short_keys(keys: list[str], adapter_name: str) -> list[str]:
+    return [_short_key(key, adapter_name) for key in keys[:3]] + ([f"... {len(keys) - 3} more"] if len(keys) > 3
+                                                                   else [])
+
+
+def _versions_from_shapes(mismatched: list[tuple[str, tuple, tuple]]) -> str:
+    """" (the adapter is for RVC v1, 256-wide content features; the model is v2, 768-wide)" when emb_phone shows it."""
+    widths = {256: "v1", 768: "v2"}
+    for key, got, want in mismatched:
+        if ".emb_phone." in f".{key}" and ".lora_A." in key and len(got) == 2 and len(want) == 2:
+            theirs, mine = widths.get(got[1]), widths.get(want[1])
+            if theirs and mine and theirs != mine:
+                return (f" (the adapter is for RVC {theirs}, {got[1]}-wide content features; the model is RVC {mine}, "
+                        f"{want[1]}-wide)")
+    return ""

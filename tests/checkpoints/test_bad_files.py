@@ -4,6 +4,7 @@ import io
 import os
 import pickle
 import random
+import re
 import shutil
 
 import pytest
@@ -312,3 +313,80 @@ def test_mistyped_local_path_is_not_sent_to_the_hub(tmp_path, monkeypatch) -> No
                  "C:\\voices\\model.pth"):
         with pytest.raises(CheckpointError, match="file not found"):
             rvc_peft.load_synthesizer(text)
+
+
+# --- weight values and zip CRCs (issue 11) ---------------------------------------------------------------------
+
+LAB_BASE = os.path.join(os.path.dirname(rvc_peft.__file__), "lab", "weights", "f0G32k.pth")
+
+
+def test_weight_value_checks_name_file_tensor_and_problem() -> None:
+    from rvc_peft.checkpoints.safe_load import MAX_WEIGHT_MAGNITUDE, check_weights
+
+    cases = [
+        (torch.tensor([1.0, float("nan")], dtype=torch.float16), "contains NaN"),
+        (torch.tensor([1.0, float("-inf")], dtype=torch.bfloat16), "contains inf"),
+        (torch.tensor([0.5, -3.1e38]), "max |value| 3.1e+38 is not a trained weight"),
+        (torch.tensor([1, 2]), "has integer dtype torch.int64 where floating weights are expected"),
+        (torch.tensor([True]), "has boolean dtype torch.bool where floating weights are expected"),
+        (torch.zeros(2, dtype=torch.complex64), "has complex dtype torch.complex64"),
+    ]
+    for tensor, problem in cases:
+        with pytest.raises(CheckpointError) as caught:
+            check_weights({"ok.weight": torch.ones(3), "dec.w": tensor}, "voice.pth")
+        assert str(caught.value).startswith(f"voice.pth: tensor 'dec.w' {problem}"), str(caught.value)
+    # what real files hold passes: BatchNorm step counters and statistics (RMVPE; a variance follows its input's
+    # scale), empty tensors, values right at the bound
+    with pytest.raises(CheckpointError, match="'bn.running_var' contains NaN"):
+        check_weights({"bn.running_var": torch.tensor([float("nan")])}, "voice.pth")
+    check_weights({"bn.num_batches_tracked": torch.tensor(7), "empty": torch.zeros(0), "bn.running_var": torch.full(
+                   (4,), 3e5),
+                   "edge": torch.tensor([MAX_WEIGHT_MAGNITUDE, -MAX_WEIGHT_MAGNITUDE])}, "ok.pth")
+
+
+def test_the_bound_is_far_above_real_rvc_weights() -> None:
+    """The shipped lab base (trained) and the random test models peak at about 4: the 1e4 bound is generous."""
+    from rvc_peft.checkpoints.safe_load import MAX_WEIGHT_MAGNITUDE
+
+    state = torch.load(LAB_BASE, weights_only=True)["model"]
+    lab_peak = max(float(v.float().abs().max()) for v in state.values() if v.is_floating_point())
+    random_peak = max(float(v.abs().max()) for v in random_synthesizer(small_config()).state_dict().values()
+                      if v.is_floating_point())
+    assert 1.0 < lab_peak < 10.0 and 1.0 < random_peak < 10.0
+    assert MAX_WEIGHT_MAGNITUDE >= 1000 * max(lab_peak, random_peak)
+    rvc_peft.load_synthesizer(LAB_BASE)  # and it loads
+
+
+def test_crc_of_every_member_is_checked(tmp_path) -> None:
+    """torch's zip reader ignores CRCs: a flipped bit in a tensor record would load as a slightly wrong weight."""
+    import time
+    import zipfile
+
+    from rvc_peft.checkpoints.safe_load import verify_zip_crc
+
+    flipped = tmp_path / "f0G32k.pth"
+    shutil.copy(LAB_BASE, flipped)
+    with zipfile.ZipFile(flipped) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith("/data/5"))
+    data = bytearray(flipped.read_bytes())
+    header = info.header_offset
+    start = header + 30 + int.from_bytes(data[header + 26:header + 28], "little") + \
+        int.from_bytes(data[header + 28:header + 30], "little")
+    data[start + 10] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    torch.load(flipped, weights_only=True)  # torch itself accepts it
+    with pytest.raises(CheckpointError, match=rf"f0G32k\.pth: corrupt file \(CRC check failed for member "
+                                              rf"{re.escape(info.filename)}\)"):
+        rvc_peft.load_synthesizer(flipped)
+    started = time.perf_counter()
+    verify_zip_crc(LAB_BASE)
+    assert time.perf_counter() - started < 1.0  # about 0.03 s for the 27 MB base
+
+
+def test_oversized_tensor_views_are_refused() -> None:
+    from rvc_peft.checkpoints.safe_load import check_weights
+
+    view = torch.zeros(4).as_strided((10**6, 10**6), (0, 0))
+    with pytest.raises(CheckpointError, match=r"x\.pth: tensor 'w' is a view of 1000000000000 elements over a "
+                                              r"storage of 4 \(a crafted file\)"):
+        check_weights({"w": view}, "x.pth")

@@ -185,4 +185,4 @@ def test_cli_index_command(tmp_path, capsys):
     assert "indexed 120 vectors of width 8" in capsys.readouterr().out
     assert load_index(out).big_npy.shape == (120, 8)
     assert main(["index", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
-    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"rvc-peft index: error: no such file or folder: {tmp_path / 'nowhere'}\n"

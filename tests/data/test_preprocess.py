@@ -111,3 +111,37 @@ def test_source_listing_is_sorted_and_skips_hidden_files_and_the_output_folder(t
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert [rel for _, rel in _list_sources(tmp_path, tmp_path / "out")] == ["2/c.wav", "a.flac", "b.wav"]
+
+
+def test_source_listing_never_lists_dataset_outputs(tmp_path):
+    """OUT_DIR == AUDIO_DIR, and an earlier build into another folder inside AUDIO_DIR: outputs are not recordings."""
+    from rvc_peft.data.preprocess import _list_sources
+
+    for name in ("a.wav", "rvc_dataset.json", "work/settings.json", "work/a.npz", "dataset/data-0.arrow",
+                 "old_build/rvc_dataset.json", "old_build/dataset/x.arrow", "takes/work/b.wav"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [rel for _, rel in _list_sources(tmp_path, tmp_path)] == ["a.wav", "takes/work/b.wav"]
+    # in another output folder, a recording called rvc_dataset.json or a folder called work are just files
+    assert "rvc_dataset.json" in [rel for _, rel in _list_sources(tmp_path, tmp_path / "out")]
+
+
+def test_a_constant_file_is_reported_as_no_signal(tmp_path):
+    """A DC-only recording is not "too short": the high-pass leaves a step transient the slicer cuts into a scrap."""
+    import soundfile as sf
+
+    from rvc_peft.data.preprocess import _no_slice_reason, _prepare_file, _source_stamp, _Task
+
+    for name, audio in (("dc.wav", np.full(3 * SR, 0.5, np.float32)),
+                        ("dc_hum.wav", 0.5 + 1e-3 * np.sin(np.arange(3 * SR) * 0.1).astype(np.float32))):
+        sf.write(tmp_path / name, audio, SR, subtype="FLOAT")
+        result = _prepare_file(_Task(str(tmp_path / name), name, _source_stamp(tmp_path / name), SR, 3.7, None))
+        assert result["error"] is None and result["pieces"] == []
+        assert _no_slice_reason(result) == ("no signal: the file is constant (DC only, level +0.500 for 3.00 s, "
+                                            "nothing above -42 dB around it)")
+    # a tone riding on the same offset is a recording
+    tone = 0.5 + 0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * SR) / SR)
+    sf.write(tmp_path / "tone.wav", tone.astype(np.float32), SR, subtype="FLOAT")
+    result = _prepare_file(_Task(str(tmp_path / "tone.wav"), "tone.wav", _source_stamp(tmp_path / "tone.wav"), SR,
+                                 3.7, None))
+    assert "constant" not in result and len(result["pieces"]) == 1

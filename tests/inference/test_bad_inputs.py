@@ -114,3 +114,33 @@ def test_bad_settings_are_clear_errors(converter):
         converter.convert(audio, speaker_id=7)
     with pytest.raises(ConversionError, match="pitch extraction failed: unknown f0 method 'yin'"):
         converter.convert(audio, f0_method="yin")
+
+
+def test_broken_model_files_are_refused_before_converting(tmp_path, adapters, encoder):
+    """A NaN base or adapter would convert to silence (or noise) with exit 0; each is an error naming the file."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from rvc_peft.checkpoints import CheckpointError, export_rvc
+    from rvc_peft.inference import VoiceConverter
+    from rvc_peft.inference.voices import VoiceError
+
+    from .conftest import tiny_synthesizer
+
+    voice = export_rvc(tiny_synthesizer(), tmp_path / "voice.pth")
+    obj = torch.load(voice, weights_only=True)
+    obj["weight"]["dec.conv_post.weight"][0, 0, 0] = float("nan")
+    torch.save(obj, tmp_path / "nan_voice.pth")
+    with pytest.raises(CheckpointError, match=r"nan_voice\.pth: tensor 'dec\.conv_post\.weight' contains NaN"):
+        VoiceConverter.from_pretrained(tmp_path / "nan_voice.pth", content_encoder=encoder, f0_method=lambda a, n: a)
+
+    folder = tmp_path / "alice_inf"
+    shutil.copytree(adapters["alice"], folder)
+    tensors = load_file(folder / "adapter_model.safetensors")
+    key = min(k for k in tensors if "lora_B" in k)
+    tensors[key] = tensors[key] * float("inf")
+    save_file(tensors, folder / "adapter_model.safetensors")
+    with pytest.raises(VoiceError, match=rf"alice_inf/adapter_model\.safetensors: tensor '{key}' contains (inf|NaN)"):
+        VoiceConverter.from_pretrained(voice, folder, content_encoder=encoder, f0_method=lambda a, n: a)

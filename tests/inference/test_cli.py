@@ -101,3 +101,23 @@ def test_eval_command(tmp_path, capsys):
     assert set(saved) >= {"mcd_db", "f0_rmse_cents", "f0_corr", "vuv_error_rate", "spectral_convergence"}
     assert (tmp_path / "m.png").stat().st_size > 10_000
     assert main(["eval", str(tmp_path / "conv.wav"), str(tmp_path / "missing.wav")]) == 1
+
+
+def test_export_keeps_info_in_both_flavors(tmp_path, models, adapters, capsys):
+    import torch
+
+    def export(flavor, *info):
+        out = tmp_path / f"{flavor}{len(info)}.pth"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the fp16 export has other weights than the adapter's base
+            code = main(["export", "--base", str(models / "base.pth"), "--adapter", str(adapters["alice"]), "--out",
+                         str(out), "--flavor", flavor, *info])
+        assert code == 0, capsys.readouterr().err
+        return torch.load(out, weights_only=True)
+
+    text = "alice, 200 steps of LoRA r4"
+    assert export("webui", "--info", text)["info"] == text
+    applio = export("applio", "--info", text)
+    assert applio["info"] == text and applio["sr"] == 40000 and applio["f0"] is True  # still Applio's variant
+    assert "info" not in export("applio")  # nothing given: Applio's own layout, no info key
+    assert export("webui")["info"] == ""  # the base is an exported voice with an empty info

@@ -57,9 +57,10 @@ def test_two_cpu_processes_train_one_identical_adapter_saved_once(assets, tmp_pa
     assert _digest_of(load_file(checkpoint / "generator_trainable.safetensors")) == digests["0"]
     # one copy of everything, plus each rank's own RNG state
     assert sorted(p.name for p in checkpoint.iterdir()) == [
-        "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "discriminator_trainable.safetensors",
-        "generator_trainable.safetensors", "optimizer.bin", "optimizer_1.bin", "random_states_0.pkl",
-        "random_states_1.pkl", "training_state.json"]
+        "discriminator_trainable.safetensors", "generator_trainable.safetensors", "optimizer_discriminator.json",
+        "optimizer_discriminator.safetensors", "optimizer_generator.json", "optimizer_generator.safetensors",
+        "rng_state_0.json", "rng_state_0.safetensors", "rng_state_1.json", "rng_state_1.safetensors", "scaler.json",
+        "scheduler_discriminator.json", "scheduler_generator.json", "training_state.json"]
     assert [p.name for p in out.rglob("adapter_model*.safetensors")] == ["adapter_model.safetensors"]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
     adapter = load_file(out / "adapter_model.safetensors")

@@ -1,5 +1,6 @@
 """`train_accelerate.py` itself (run in this interpreter with `runpy`: the same code `accelerate launch` starts in
-each process; the multi-process launch is covered by test_multiprocess.py), and the example accelerate configs."""
+each process; the multi-process launch is covered by test_multiprocess.py, `python -m rvc_peft.train` from another
+folder by test_entry_and_threads.py), and the example accelerate configs."""
 
 import logging
 import runpy
@@ -23,10 +24,18 @@ def test_script_trains_an_adapter(assets, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO)
     out = tmp_path / "out"
     code = _run_script(monkeypatch, train_args(assets["base"], assets["data"], out, "--loss", "mel",
-                                               "--max_train_steps", "2", "--skip_final_validation"))
+                                               "--max_train_steps", "2", "--skip_final_validation",
+                                               "--num_threads", "1"))
     assert code == 0
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     assert "1 process(es) x batch 2 x accumulation 1; 2 steps" in caplog.text
+    assert "using 1 CPU thread(s) per process (--num_threads)" in caplog.text
+
+
+def test_root_script_is_a_shell_over_the_module_entry():
+    """train_accelerate.py keeps working from a checkout's root, and runs exactly `rvc_peft.train.run`."""
+    text = (REPO_ROOT / "train_accelerate.py").read_text()
+    assert "from rvc_peft.train import run" in text and "sys.exit(run())" in text
 
 
 def test_script_reports_setup_errors_without_a_traceback(tmp_path, monkeypatch, capsys):
@@ -35,8 +44,7 @@ def test_script_reports_setup_errors_without_a_traceback(tmp_path, monkeypatch, 
                                      "--output_dir", str(tmp_path / "out")])
     stderr = capsys.readouterr().err
     assert code == 1
-    assert stderr.startswith("error: --train_data_dir:") and "nodata: no such folder" in stderr
-    assert "Traceback" not in stderr
+    assert stderr == f"error: no such file or folder: {tmp_path / 'missing.pth'}\n"  # before torch loads
 
 
 def test_rvc_peft_train_command_trains_an_adapter(assets, tmp_path, capsys):
@@ -49,7 +57,7 @@ def test_rvc_peft_train_command_trains_an_adapter(assets, tmp_path, capsys):
     assert (out / "adapter_model.safetensors").is_file() and "| steps | 1 |" in (out / "README.md").read_text()
     code = cli_main(["train", *train_args(assets["base"], tmp_path / "nodata", tmp_path / "out2")])
     stderr = capsys.readouterr().err
-    assert code == 1 and "rvc-peft train: error: --train_data_dir:" in stderr and "nodata: no such folder" in stderr
+    assert code == 1 and stderr.endswith(f"rvc-peft train: error: no such file or folder: {tmp_path / 'nodata'}\n")
     assert "Traceback" not in stderr
 
 

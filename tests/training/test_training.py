@@ -207,9 +207,10 @@ def test_checkpoints_hold_trainable_tensors_only_and_rotate(assets, tmp_path):
     assert not list(out.glob(".tmp-checkpoint-*"))
     folder = out / "checkpoint-3"
     files = sorted(os.listdir(folder))
-    assert files == ["custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "discriminator_trainable.safetensors",
-                     "generator_trainable.safetensors", "optimizer.bin", "optimizer_1.bin", "random_states_0.pkl",
-                     "training_state.json"]
+    assert files == ["discriminator_trainable.safetensors", "generator_trainable.safetensors",
+                     "optimizer_discriminator.json", "optimizer_discriminator.safetensors", "optimizer_generator.json",
+                     "optimizer_generator.safetensors", "rng_state_0.json", "rng_state_0.safetensors", "scaler.json",
+                     "scheduler_discriminator.json", "scheduler_generator.json", "training_state.json"]
     generator = load_file(folder / "generator_trainable.safetensors")
     assert generator and all(re.search(r"\.lora_(A|B|embedding_A|embedding_B)\.", k) for k in generator), list(generator)
     state = json.loads((folder / "training_state.json").read_text())
@@ -233,31 +234,30 @@ def _file_size_limit(limit: int):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full and RLIMIT_FSIZE")
-@pytest.mark.parametrize("failing_writer", ["safetensors", "torch.save"])
+@pytest.mark.parametrize("failing_writer", ["safetensors", "json"])
 def test_disk_full_while_saving_keeps_the_last_good_checkpoint(assets, tmp_path, monkeypatch, failing_writer):
     """Real write failures in the step-2 checkpoint, not mocks: the kernel refuses the bytes.
 
-    safetensors: the trainable tensors are written under a 64-byte file-size limit (safetensors writes a temporary
-    file and renames it, so only a limit reaches it). torch.save: accelerate's optimizer.bin is a link to /dev/full,
-    which fails every write with ENOSPC, exactly as a full disk does.
+    safetensors: the checkpoint files are written under a 64-byte file-size limit (safetensors writes a temporary
+    file and renames it, so only a limit reaches it). json: the optimiser's JSON file is a link to /dev/full, which
+    fails every write with ENOSPC, exactly as a full disk does.
     """
     from rvc_peft.training.checkpointing import CheckpointManager
 
-    real_hook = CheckpointManager._save_hook
+    real_write = CheckpointManager._write_files
 
-    def save_hook(self, models, weights, output_dir):
-        if not output_dir.endswith("checkpoint-2"):
-            return real_hook(self, models, weights, output_dir)
+    def write_files(self, folder):
+        if not folder.name.endswith("checkpoint-2"):
+            return real_write(self, folder)
         if failing_writer == "safetensors":
-            with _file_size_limit(64):  # only around our safetensors writes: nothing else writes meanwhile
-                return real_hook(self, models, weights, output_dir)
-        real_hook(self, models, weights, output_dir)
-        os.symlink("/dev/full", os.path.join(output_dir, "optimizer.bin"))  # written next, by torch.save
-        return None
+            with _file_size_limit(64):  # only around our checkpoint writes: nothing else writes meanwhile
+                return real_write(self, folder)
+        os.symlink("/dev/full", folder / "optimizer_generator.json")  # written by Path.write_text
+        return real_write(self, folder)
 
-    monkeypatch.setattr(CheckpointManager, "_save_hook", save_hook)
+    monkeypatch.setattr(CheckpointManager, "_write_files", write_files)
     out = tmp_path / "out"
-    cause = {"safetensors": "SafetensorError", "torch.save": "RuntimeError"}[failing_writer]
+    cause = {"safetensors": "SafetensorError", "json": "OSError"}[failing_writer]
     with pytest.raises(CheckpointSaveError, match=rf"checkpoint-2 \({cause}: .*the last complete checkpoint is "
                                                   r".*checkpoint-1\. Check the free disk space") as raised:
         _run(assets, out, "--max_train_steps", "3", "--checkpointing_steps", "1", "--skip_final_validation",

@@ -29,8 +29,7 @@ from peft.utils.merge_utils import dare_linear, dare_ties, magnitude_prune, task
 from torch import nn
 
 from ..provenance import (
-    IncompatibleAdapterError,
-    base_name_or_path,
+    check_adapter_state,
     check_compatible,
     facts_of_config,
     forget_fingerprint,
@@ -38,7 +37,6 @@ from ..provenance import (
     is_rvc_network,
     rvc_facts,
     store_facts,
-    unwrap_base_model,
 )
 from .config import DEFAULT_PRESET, RVCLoraConfig, is_target_preset, target_modules_for
 from .layer import (
@@ -96,8 +94,12 @@ def _delta_matrices(target: nn.Module, delta: torch.Tensor) -> torch.Tensor:
 
 
 def _made_for(config: Any) -> str:
+    """"made for base 'f0G40k.pth'", or "saved without RVC facts" when the facts were only filled in on loading."""
+    if config.__dict__.get("_rvc_facts_from_model"):
+        return "saved without RVC facts, so its base is unknown"
     facts = facts_of_config(config) or {}
-    return (facts.get("base_model") or {}).get("name_or_path") or config.base_model_name_or_path or "unknown"
+    name = (facts.get("base_model") or {}).get("name_or_path") or config.base_model_name_or_path or "unknown"
+    return f"made for base '{name}'"
 
 
 class RVCLoraModel(LoraModel):
@@ -151,6 +153,8 @@ class RVCLoraModel(LoraModel):
             chosen = config.base_model_name_or_path
             if facts is None:
                 facts = rvc_facts(model)
+                # loaded adapters without facts get this model's: error messages must not claim it was made for it
+                config.__dict__["_rvc_facts_from_model"] = True
                 if chosen and chosen != model_name:  # the user named the base explicitly: keep that name
                     facts["base_model"]["name_or_path"] = chosen
             # The name lives in the RVC facts and is written to adapter_config.json by RVCLoraConfig.save_pretrained.
@@ -172,22 +176,12 @@ class RVCLoraModel(LoraModel):
         cls, model: nn.Module, config: Any, adapter_name: str, state_dict: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
-        if not is_rvc_model(unwrap_base_model(model)):
+        if not is_rvc_network(model):
             return remapped
-        own = model.state_dict()
-        prefixless = {key.removeprefix("base_model.model."): value for key, value in own.items()}
-        mismatched = []
-        for key, value in remapped.items():
-            mine = own.get(key, prefixless.get(key))
-            if mine is not None and tuple(mine.shape) != tuple(value.shape):
-                mismatched.append(f"{key}: adapter {tuple(value.shape)} vs model {tuple(mine.shape)}")
-        if mismatched:
-            more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
-            raise IncompatibleAdapterError(
-                f"adapter '{adapter_name}' (made for base '{_made_for(config)}') does not fit "
-                f"this model '{base_name_or_path(model) or type(unwrap_base_model(model)).__name__}': "
-                + "; ".join(mismatched[:3]) + more
-            )
+        # Every PEFT load path (PeftModel.from_pretrained, load_adapter, transformers' load_adapter) passes here with
+        # the file's tensors: one place to refuse missing or stray keys (PEFT only warns, and the voice would come
+        # out as the plain base), wrong shapes (torch's raw size-mismatch traceback) and NaN/inf or integer weights.
+        check_adapter_state(model, adapter_name, remapped, _made_for(config))
         return remapped
 
     # --- merging ----------------------------------------------------------------------------------------------------
