@@ -7,9 +7,10 @@ Each subcommand is one `_add_<name>_parser(subparsers)` function that registers 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
+
+from .utils.log import configure_logging
 
 # --- preprocess ---------------------------------------------------------------------------------------------------
 
@@ -492,36 +493,6 @@ def build_parser() -> argparse.ArgumentParser:
     for subparser in dict.fromkeys(subparsers.choices.values()):  # every subcommand, whoever added it
         _add_output_options(subparser, top_level=False)
     return parser
-
-
-class _TqdmLogHandler(logging.StreamHandler):
-    """Writes log lines with `tqdm.write`, so that a line logged while a progress bar runs gets a line of its own
-    (the bar is redrawn below it) instead of being glued onto the bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging's contract: report through handleError, never raise
-            self.handleError(record)
-
-
-def configure_logging(verbose: bool = False, quiet: bool = False) -> logging.Logger:
-    """Show rvc-peft's own log lines on stderr (through tqdm) at INFO, DEBUG (`verbose`) or WARNING (`quiet`).
-
-    Only the "rvc_peft" logger is configured; the root logger is left alone, so third-party INFO chatter (faiss's
-    "Could not load library with AVX512 support", ...) stays hidden, and libraries that have their own handler
-    (huggingface_hub) do not print every line twice. Calling it again replaces the handler it added before.
-    """
-    logger = logging.getLogger("rvc_peft")
-    for handler in [h for h in logger.handlers if isinstance(h, _TqdmLogHandler)]:
-        logger.removeHandler(handler)
-    handler = _TqdmLogHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    return logger
 
 
 # argparse destinations naming a model file/folder or a Hub reference, and those naming local files or folders

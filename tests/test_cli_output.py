@@ -15,6 +15,7 @@ import soundfile as sf
 
 from rvc_peft import __version__
 from rvc_peft.cli import build_parser, configure_logging, main
+from rvc_peft.utils.log import TqdmLogHandler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,7 @@ def _reset_rvc_logger():
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     logger.setLevel(logging.NOTSET)
+    logger.propagate = True
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -44,6 +46,10 @@ def models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cli-output")
     export_rvc(tiny_synthesizer(), root / "base.pth")
+    from rvc_peft import RVCLoraConfig, get_rvc_peft_model, load_synthesizer
+
+    # an adapter too: PEFT reads transformers' deprecated `is_gradient_checkpointing` when it loads one
+    get_rvc_peft_model(load_synthesizer(root / "base.pth"), RVCLoraConfig(r=2)).save_pretrained(root / "voice")
     tiny_encoder().save_pretrained(root / "hubert")
     features = np.random.default_rng(0).standard_normal((400, 256)).astype(np.float32)
     save_index(build_index(features, show_progress=False), root / "voice.index")
@@ -61,7 +67,7 @@ def _convert_args(models: Path, out: Path, *extra: str) -> list[str]:
 def test_convert_prints_no_third_party_noise(models, tmp_path):
     """faiss logs "Loading faiss with AVX512 support" / "Could not load library ..." at INFO when imported (the
     --index here imports it); with the root logger at INFO those lines used to show on every command."""
-    done = _run(*_convert_args(models, tmp_path / "out"))
+    done = _run(*_convert_args(models, tmp_path / "out", "--adapter", str(models / "voice")))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"converted 1 of 1 files -> {tmp_path / 'out' / 'in.wav'}"
     pieces = [piece.strip() for piece in re.split(r"[\r\n]", done.stderr) if piece.strip()]
@@ -141,7 +147,8 @@ def test_configure_logging_levels_and_idempotence():
     logger = logging.getLogger("rvc_peft")
     configure_logging(verbose=True)
     configure_logging(quiet=True)
-    assert logger.level == logging.WARNING and len(logger.handlers) == 1  # replaced, not stacked
+    ours = [h for h in logger.handlers if isinstance(h, TqdmLogHandler)]  # (pytest adds capture handlers)
+    assert logger.level == logging.WARNING and len(ours) == 1 and not logger.propagate  # replaced, not stacked
     configure_logging(verbose=True)
     assert logger.level == logging.DEBUG
 

@@ -111,6 +111,12 @@ class RVCSynthesizer(PreTrainedModel):
     supports_gradient_checkpointing = False
     _supports_param_buffer_assignment = False
 
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """False: RVC networks never checkpoint activations. PEFT still reads this name whenever it wraps or loads
+        an adapter onto a model; transformers 5's own property is a deprecated alias that warns on every read."""
+        return False
+
     def __init__(self, config: RVCConfig) -> None:
         super().__init__(config)
         self.enc_p = TextEncoder(config)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import math
 import time
 import warnings
@@ -33,6 +32,7 @@ from torch import nn
 from ..features.spectrogram import mel_spectrogram, spec_to_mel
 from ..models.synthesizer import slice_segments
 from ..runtime import single_thread_worker
+from ..utils.log import configure_logging, is_configured
 from .checkpointing import CheckpointManager, read_training_state, resolve_checkpoint
 from .data import LengthBucketBatchSampler, RVCTrainingDataset, collate_batch
 from .errors import TrainingSetupError
@@ -464,9 +464,6 @@ class RVCTrainer:
 # Warnings the libraries under the loop raise on every run although nothing is wrong, each matched by category, the
 # start of its exact text and the module that warns; every other warning still shows.
 KNOWN_HARMLESS_WARNINGS = (
-    # peft reads PreTrainedModel's deprecated `is_gradient_checkpointing` alias whenever it wraps or reloads our
-    # synthesizer (get_peft_model, PeftModel.from_pretrained); RVC models never use activation checkpointing
-    (FutureWarning, r"`is_gradient_checkpointing` is deprecated", r"transformers\.modeling_utils"),
     # DDP, once per process, when a kernel returns a gradient whose strides differ from the parameter's only along
     # size-1 dimensions (RVC's (k, 1) and 1x1 conv kernels, weight_norm's (C, 1, 1) magnitudes): same memory order,
     # DDP copies it into its bucket as usual
@@ -482,7 +479,8 @@ def ignore_known_harmless_warnings() -> None:
 
 def main(args: argparse.Namespace, *, discriminator: nn.Module | None = None) -> TrainingResult:
     """Train an adapter as `args` (from `parse_args`) say; `discriminator` optionally replaces loading one."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not is_configured():  # a program of its own (python -m rvc_peft.train): our lines only, with timestamps
+        configure_logging(fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with warnings.catch_warnings():  # the filters last for this run only
         ignore_known_harmless_warnings()
         trainer = RVCTrainer(args, discriminator=discriminator)
