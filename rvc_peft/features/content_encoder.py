@@ -227,7 +227,7 @@ _SIZE_KEYS = {"num_hidden_layers": "encoder_layers", "hidden_size": "encoder_emb
 
 def _check_sizes(raw: dict, config_file: Path) -> None:
     """Bound every size in a transformers HuBERT config.json before it builds a model (see the fairseq checks)."""
-    from .fairseq_checkpoint import ConfigValueError, validate_model_config
+    from .fairseq_config import ConfigValueError, validate_model_config
 
     sizes = {fairseq: raw[key] for key, fairseq in _SIZE_KEYS.items() if key in raw}
     conv = [raw.get(key, default) for key, default in

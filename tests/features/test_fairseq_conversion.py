@@ -23,10 +23,10 @@ from rvc_peft.features.fairseq_checkpoint import (
     FairseqCheckpointError,
     UnsafePickleError,
     convert_hubert_checkpoint,
-    parse_conv_feature_layers,
     read_checkpoint,
     to_plain,
 )
+from rvc_peft.features.fairseq_config import parse_conv_feature_layers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,12 +14,8 @@ import pytest
 import torch
 
 from rvc_peft.features.content_encoder import load_content_encoder
-from rvc_peft.features.fairseq_checkpoint import (
-    ConfigValueError,
-    FairseqCheckpointError,
-    parse_conv_feature_layers,
-    validate_model_config,
-)
+from rvc_peft.features.fairseq_checkpoint import FairseqCheckpointError
+from rvc_peft.features.fairseq_config import ConfigValueError, parse_conv_feature_layers, validate_model_config
 
 GOOD = {
     "_name": "hubert", "encoder_layers": 12, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
