@@ -318,14 +318,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .training import TrainingError, check_args, main
+    from .train import train_parsed
 
-    try:
-        result = main(check_args(args))
-    except TrainingError as error:
-        print(f"rvc-peft train: error: {error}", file=sys.stderr)
-        return 1
-    return 130 if result.interrupted else 0
+    return train_parsed(args, error_prefix="rvc-peft train: error")
 
 
 # --- export-onnx --------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ installed, wherever the command is started.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -32,12 +33,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     except LocalPathNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    return train_parsed(args)
+
+
+def train_parsed(args: argparse.Namespace, error_prefix: str = "error") -> int:
+    """Check and train from already-parsed options (also `rvc-peft train`); returns the exit status as `run`.
+    A setup or training error is printed as one `<error_prefix>: ...` line."""
     from .training import TrainingError, check_args, main
 
     try:
         result = main(check_args(args))
     except TrainingError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{error_prefix}: {err}", file=sys.stderr)
         return 1
     return 130 if result.interrupted else 0
 
