@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -282,47 +281,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_raw_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from ..checkpoints.safe_load import CheckpointError, verify_zip_crc
+    from ..checkpoints.safe_load import CheckpointError, read_pth, read_safetensors
 
-    if path.is_dir():
-        raise RMVPELoadError(f"{path}: is a folder, not an RMVPE weights file")
-    if path.stat().st_size == 0:
-        raise RMVPELoadError(f"{path}: file is empty")
+    # The shared safe readers: weights_only, zip CRCs (torch's reader skips them: a flipped bit would load as a wrong
+    # weight), memory-mapped zip files (a 181 MB checkpoint is not held twice) and errors that never relay torch's
+    # "weights_only=False will likely succeed" advice for a stranger's file.
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path))
-        except Exception as exc:
-            raise RMVPELoadError(f"{path}: not a readable safetensors file ({exc})") from exc
+            return read_safetensors(path)
+        except CheckpointError as exc:
+            raise RMVPELoadError(str(exc)) from None
     try:
-        with open(path, "rb") as head:
-            is_zip = head.read(2) == b"PK"
-        if is_zip:
-            verify_zip_crc(path)  # torch's zip reader skips CRCs: a flipped bit would load as a wrong weight
+        obj = read_pth(path, mmap=True)
     except CheckpointError as exc:
-        raise RMVPELoadError(str(exc)) from None
-    except OSError as exc:
-        raise RMVPELoadError(f"{path}: cannot be read ({exc})") from exc
-    try:
-        try:  # memory-map zip-format files so a 181 MB checkpoint is not held twice in RAM
-            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle with code, truncated file, not a torch file at all
-        # torch's first line for a refused pickle is its "weights_only=False will likely succeed" advice: never
-        # relay that for a stranger's file; say that the file wants to run code.
-        text = str(exc)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found:
-            raise RMVPELoadError(f"{path}: cannot be read as a PyTorch state dict with weights_only=True (refusing "
-                                 f"to load: the file asks to run Python code, {found.group(1)}; an RMVPE weights "
-                                 "file holds only tensors)") from None
-        detail = text.partition("WeightsUnpickler error:")[2].strip() or text.strip()
         raise RMVPELoadError(f"{path}: cannot be read as a PyTorch state dict with weights_only=True "
-                             f"({type(exc).__name__}: {detail.splitlines()[0] if detail else ''})") from None
+                             f"({exc.reason})") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
