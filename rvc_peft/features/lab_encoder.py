@@ -164,9 +164,7 @@ def is_lab_encoder_folder(folder: Path) -> bool:
 
 def load_lab_encoder(folder: Path, version: str, source: str) -> MFCCContentEncoder:
     """Read a folder written by `MFCCContentEncoder.save_pretrained` (errors name the file)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    from ..checkpoints.safe_load import CheckpointError, read_safetensors
     from .content_encoder import ContentEncoderError
 
     config_file, weights = folder / "config.json", folder / "model.safetensors"
@@ -178,9 +176,9 @@ def load_lab_encoder(folder: Path, version: str, source: str) -> MFCCContentEnco
     if not (8 <= n_mels <= 128 and 0.0 <= fmin < fmax <= 8000.0):
         raise ContentEncoderError(f"{config_file}: n_mels/fmin/fmax out of range ({n_mels}, {fmin}, {fmax})")
     try:
-        tensors = load_file(str(weights))
-    except (OSError, SafetensorError) as exc:
-        raise ContentEncoderError(f"{weights}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+        tensors = read_safetensors(weights)
+    except CheckpointError as exc:
+        raise ContentEncoderError(f"{weights}: cannot read weights ({exc.reason})") from None
     key = f"proj_{version}.weight"
     if key not in tensors:
         raise ContentEncoderError(f"{weights}: no {key} (has {', '.join(sorted(tensors))})")
