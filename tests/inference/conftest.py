@@ -83,6 +83,17 @@ def adapters(tmp_path_factory):
     return {name: root / name for name in ("alice", "bob", "other")}
 
 
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """An exported RVC voice file as the base and a transformers-format content encoder folder (for CLI tests)."""
+    from rvc_peft.checkpoints import export_rvc
+
+    root = tmp_path_factory.mktemp("models")
+    export_rvc(tiny_synthesizer(), root / "base.pth")
+    tiny_encoder().save_pretrained(root / "hubert")
+    return root
+
+
 @pytest.fixture()
 def encoder():
     return tiny_encoder()

@@ -9,20 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rvc_peft.checkpoints import export_rvc
 from rvc_peft.cli import main
 from rvc_peft.inference.batch import collect_inputs, plan_outputs
 
-from .conftest import speech_like, tiny_encoder, tiny_synthesizer
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """An exported RVC voice file as the base and a transformers-format content encoder folder."""
-    root = tmp_path_factory.mktemp("models")
-    export_rvc(tiny_synthesizer(), root / "base.pth")
-    tiny_encoder().save_pretrained(root / "hubert")
-    return root
+from .conftest import speech_like
 
 
 def write_inputs(folder):

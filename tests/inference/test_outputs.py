@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rvc_peft.checkpoints import export_rvc
 from rvc_peft.cli import main
 from rvc_peft.inference import audio_io
 from rvc_peft.inference.batch import collect_inputs, convert_files, plan_outputs
 from rvc_peft.utils import files
 
-from .conftest import speech_like, tiny_encoder, tiny_synthesizer
+from .conftest import speech_like
 
 
 def echo(path: Path) -> tuple[np.ndarray, int]:
@@ -205,14 +204,6 @@ def test_a_full_disk_fails_the_file_and_keeps_the_previous_output(tmp_path, monk
 
 
 # --- the command ------------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    export_rvc(tiny_synthesizer(), root / "base.pth")
-    tiny_encoder().save_pretrained(root / "hubert")
-    return root
-
 
 def run_convert(inputs, out, models, *extra):
     args = ["convert", *map(str, inputs), "--base", str(models / "base.pth"), "--content-encoder",
