@@ -491,24 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # argparse destinations naming a model file/folder or a Hub reference, and those naming local files or folders
-_REFERENCE_OPTIONS = ("base", "adapter", "content_encoder", "rmvpe", "pretrained_model_name_or_path",
-                      "pretrained_discriminator")
+# (`rvc-peft train` checks its own: `rvc_peft.train.train_parsed`)
+_REFERENCE_OPTIONS = ("base", "adapter", "content_encoder", "rmvpe")
 _LOCAL_OPTIONS = ("inputs", "index", "audio_dir", "exp_dir", "dataset_dir", "converted", "reference",
-                  "speaker_reference", "train_data_dir", "corpus")
-
-
-def _check_paths(args: argparse.Namespace) -> None:
-    """A mistyped path fails here, in a fraction of a second and naming it, before torch and the models load."""
-    from .utils.hub import check_paths
-
-    def values(names: tuple[str, ...]) -> list:
-        found = []
-        for name in names:
-            value = getattr(args, name, None)
-            found.extend(value if isinstance(value, list) else [value])
-        return found
-
-    check_paths(references=values(_REFERENCE_OPTIONS), local=values(_LOCAL_OPTIONS))
+                  "speaker_reference", "corpus")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -522,7 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("-v/--verbose and -q/--quiet contradict each other: pick one")
     configure_logging(verbose=args.verbose, quiet=args.quiet)
     try:
-        _check_paths(args)
+        from .utils.hub import check_path_options
+
+        # a mistyped path fails here, in a fraction of a second and naming it, before torch and the models load
+        check_path_options(args, references=_REFERENCE_OPTIONS, local=_LOCAL_OPTIONS)
         return int(args.func(args) or 0)
     except (ValueError, OSError) as error:  # our error classes subclass ValueError and name the file
         print(f"rvc-peft {args.command}: error: {error}", file=sys.stderr)

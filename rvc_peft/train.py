@@ -24,21 +24,21 @@ def run(argv: Sequence[str] | None = None) -> int:
     error (printed as one `error: ...` line, no traceback), 130 stopped by Ctrl-C/SIGTERM after saving a checkpoint.
     Bad options exit with argparse's status 2."""
     from .training.arguments import build_parser
-    from .utils.hub import LocalPathNotFoundError, check_paths
 
-    args = build_parser(_prog()).parse_args(argv)
-    try:  # a mistyped path fails at once, before torch loads
-        check_paths(references=(args.pretrained_model_name_or_path, args.pretrained_discriminator),
-                    local=(args.train_data_dir,))
-    except LocalPathNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return train_parsed(args)
+    return train_parsed(build_parser(_prog()).parse_args(argv))
 
 
 def train_parsed(args: argparse.Namespace, error_prefix: str = "error") -> int:
     """Check and train from already-parsed options (also `rvc-peft train`); returns the exit status as `run`.
-    A setup or training error is printed as one `<error_prefix>: ...` line."""
+    A missing path, setup or training error is printed as one `<error_prefix>: ...` line."""
+    from .utils.hub import LocalPathNotFoundError, check_path_options
+
+    try:  # a mistyped path fails at once, before torch loads
+        check_path_options(args, references=("pretrained_model_name_or_path", "pretrained_discriminator"),
+                           local=("train_data_dir",))
+    except LocalPathNotFoundError as err:
+        print(f"{error_prefix}: {err}", file=sys.stderr)
+        return 1
     from .training import TrainingError, check_args, main
 
     try:

@@ -51,6 +51,7 @@ __all__ = [
     "HubReference",
     "HubUnavailableError",
     "LocalPathNotFoundError",
+    "check_path_options",
     "check_paths",
     "classify",
     "hub_offline",
@@ -366,3 +367,17 @@ def check_paths(references: Iterable[Any] = (), local: Iterable[Any] = ()) -> No
     for value in local:
         if value is not None and not Path(os.fspath(value)).expanduser().exists():
             raise local_not_found(os.fspath(value))
+
+
+def check_path_options(options: Any, references: Iterable[str] = (), local: Iterable[str] = ()) -> None:
+    """`check_paths` on the attributes of `options` (an argparse namespace) with these names; a missing attribute or
+    None is skipped, a list is checked item by item."""
+
+    def values(names: Iterable[str]) -> list[Any]:
+        found: list[Any] = []
+        for name in names:
+            value = getattr(options, name, None)
+            found.extend(value if isinstance(value, list) else [value])
+        return found
+
+    check_paths(references=values(references), local=values(local))
