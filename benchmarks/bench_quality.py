@@ -125,7 +125,7 @@ class Evaluator:
 
     def __call__(self, model) -> dict:
         from rvc_peft.features.audio import resample
-        from rvc_peft.inference.evaluation import analyse, metrics
+        from rvc_peft.inference.evaluation import analyze, metrics
         from rvc_peft.inference.quality import dnsmos, speaker_similarity
 
         rate = self.config.sampling_rate
@@ -133,7 +133,7 @@ class Evaluator:
         for clip in self.recon:
             out16 = resample(self.synthesize(model, clip), rate, 16000)
             n = min(len(out16), len(clip["wav"]))
-            conv, ref = analyse((out16[:n], 16000), f0_method="pm"), analyse((clip["wav"][:n], 16000), f0_method="pm")
+            conv, ref = analyze((out16[:n], 16000), f0_method="pm"), analyze((clip["wav"][:n], 16000), f0_method="pm")
             pairs = np.stack([np.arange(ref.frames)] * 2, axis=1)
             m = metrics(conv, ref, pairs)
             mcd.append(m["mcd_db"])

@@ -26,17 +26,20 @@ _LAZY = {
     "RVCConfig": "models",
     "RVCSynthesizer": "models",
     "fold_weight_norm": "models",
+    "ConversionSettings": "inference",
     "IncompatibleAdapterError": "tuners",
     "RVCLoraConfig": "tuners",
     "base_model_fingerprint": "tuners",
     "export_merged_voice": "tuners",
     "get_rvc_peft_model": "tuners",
+    "push_adapter_to_hub": "tuners",
     "read_adapter_info": "tuners",
     "set_training_summary": "tuners",
 }
 
 __all__ = [
     "CheckpointError",
+    "ConversionSettings",
     "IncompatibleAdapterError",
     "MultiPeriodDiscriminator",
     "RVCConfig",
@@ -49,6 +52,7 @@ __all__ = [
     "get_rvc_peft_model",
     "load_discriminator",
     "load_synthesizer",
+    "push_adapter_to_hub",
     "read_adapter_info",
     "save_rvc_checkpoint",
     "set_training_summary",
@@ -56,6 +60,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .checkpoints import CheckpointError, export_rvc, load_discriminator, load_synthesizer, save_rvc_checkpoint
+    from .inference import ConversionSettings
     from .models import MultiPeriodDiscriminator, RVCConfig, RVCSynthesizer, fold_weight_norm
     from .tuners import (
         IncompatibleAdapterError,
@@ -63,6 +68,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         base_model_fingerprint,
         export_merged_voice,
         get_rvc_peft_model,
+        push_adapter_to_hub,
         read_adapter_info,
         set_training_summary,
     )

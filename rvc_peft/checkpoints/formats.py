@@ -31,7 +31,7 @@ class RVCCheckpoint:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def normalise_state_dict(state_dict: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+def normalize_state_dict(state_dict: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
     """Legacy weight-norm names, no DDP `module.` prefix, tensors only (anything else is an error)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
@@ -71,7 +71,7 @@ def parse_checkpoint(
     if "weight" in obj and "config" in obj:
         return _parse_exported(obj, path, sample_rate=sample_rate, version=version)
     if "model" in obj and isinstance(obj["model"], dict):
-        state = normalise_state_dict(obj["model"], path)
+        state = normalize_state_dict(obj["model"], path)
         if is_discriminator_state(state):
             raise CheckpointError(
                 path, "this is a discriminator (D) checkpoint, not a synthesizer (G); load it with load_discriminator"
@@ -81,7 +81,7 @@ def parse_checkpoint(
         meta = {k: obj[k] for k in ("iteration", "learning_rate") if k in obj}
         return RVCCheckpoint(kind, state, config, meta)
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state = normalise_state_dict(obj, path)
+        state = normalize_state_dict(obj, path)
         if is_discriminator_state(state):
             raise CheckpointError(path, "this is a bare discriminator state dict; load it with load_discriminator")
         if "enc_p.emb_phone.weight" in state:
@@ -102,7 +102,7 @@ def _parse_exported(
         )
     if not isinstance(obj["weight"], dict):
         raise CheckpointError(path, "'weight' is not a state dict")
-    state = normalise_state_dict(obj["weight"], path)
+    state = normalize_state_dict(obj["weight"], path)
     if not isinstance(obj["config"], (list, tuple)):
         raise CheckpointError(path, f"'config' is {_short(obj['config'])}; RVC exports hold a list of 18 entries")
     values = list(obj["config"])

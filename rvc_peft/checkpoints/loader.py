@@ -10,7 +10,7 @@ from safetensors import SafetensorError
 
 from ..models import MultiPeriodDiscriminator, RVCSynthesizer
 from ..models.weight_norm import to_legacy_keys, to_parametrized_keys
-from .formats import RVCCheckpoint, discriminator_version, normalise_state_dict, parse_checkpoint
+from .formats import RVCCheckpoint, discriminator_version, normalize_state_dict, parse_checkpoint
 from .safe_load import CheckpointError, check_weights, read_pth, read_safetensors
 
 # Our Hugging Face layout, exactly what `save_pretrained` writes: a Hub snapshot downloads these and nothing else
@@ -177,7 +177,7 @@ def load_discriminator(
         raise CheckpointError(source, "this is an exported voice (a synthesizer), not a discriminator (D) file")
     if not isinstance(state, dict):
         raise CheckpointError(source, "unknown format: an RVC discriminator file holds {'model': state_dict}")
-    state = normalise_state_dict(state, source)
+    state = normalize_state_dict(state, source)
     if "enc_p.emb_phone.weight" in state:
         raise CheckpointError(source, "this is a synthesizer (G) checkpoint, not a discriminator (D); use load_synthesizer")
     check_weights(state, source)

@@ -4,6 +4,7 @@
 `load_rvc_dataset`; `build_index*` / `load_index` (faiss, optional `[index]` extra, imported only when used).
 """
 
+from .cutting import segment_bounds, slice_for_training
 from .dataset import DatasetFormatError, DatasetWriter, RVCDatasetInfo, load_rvc_dataset
 from .experiment import ExperimentImportError, import_rvc_experiment
 from .index import (
@@ -15,8 +16,9 @@ from .index import (
     load_index,
     save_index,
 )
-from .preprocess import DatasetBuildError, build_dataset, segment_bounds, slice_for_training, speaker_for
+from .preprocess import build_dataset, speaker_for
 from .slicer import Slicer
+from .work_cache import DatasetBuildError
 
 __all__ = [
     "DatasetBuildError",

@@ -119,6 +119,8 @@ class ContentEncoder(nn.Module):
         x = model.encoder.dropout(x)
         for block in model.encoder.layers[:layer]:
             x = block(x, attention_mask=None)
+            if isinstance(x, tuple):  # transformers < 5.8 returns (hidden_states, attention weights...)
+                x = x[0]
         return x
 
     def forward(self, wav16k: torch.Tensor) -> torch.Tensor:

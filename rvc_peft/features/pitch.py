@@ -56,7 +56,7 @@ F0_MEL_MAX = 1127.0 * np.log(1.0 + F0_MAX / 700.0)
 # voicing thresholds RVC uses: rmvpe salience, fcpe confidence, crepe periodicity, Praat voicing threshold
 DEFAULT_THRESHOLDS = {"rmvpe": 0.03, "fcpe": 0.006, "crepe": 0.1, "crepe-tiny": 0.1, "pm": 0.6}
 _INSTALL_HINT = 'pip install "rvc-peft[pitch]"'
-# shortest input each method can analyse: rmvpe's STFT reflect-pads 512 samples, crepe median-filters >= 2 frames
+# shortest input each method can analyze: rmvpe's STFT reflect-pads 512 samples, crepe median-filters >= 2 frames
 _MIN_SAMPLES = {"rmvpe": 513, "crepe": 160, "crepe-tiny": 160}
 
 # (kind, source, device) -> loaded model; heavy models are loaded once per process and device
@@ -129,7 +129,7 @@ def _pm(audio: np.ndarray, f0_min: float, f0_max: float, threshold: float) -> np
         pitch = sound.to_pitch_ac(time_step=HOP_LENGTH / SAMPLE_RATE, voicing_threshold=threshold,
                                   pitch_floor=f0_min, pitch_ceiling=f0_max)
     except parselmouth.PraatError as exc:
-        raise PitchError(f"f0 method 'pm' cannot analyse {len(audio)} samples: it needs at least 3 periods of "
+        raise PitchError(f"f0 method 'pm' cannot analyze {len(audio)} samples: it needs at least 3 periods of "
                          f"f0_min (Praat: {str(exc).strip().splitlines()[0]})") from exc
     return pitch.selected_array["frequency"]
 
@@ -137,8 +137,8 @@ def _pm(audio: np.ndarray, f0_min: float, f0_max: float, threshold: float) -> np
 def _world(audio: np.ndarray, method: str, f0_min: float, f0_max: float) -> np.ndarray:
     pyworld = _import_extra("pyworld", method)
     x = np.ascontiguousarray(audio, dtype=np.float64)
-    analyse = pyworld.harvest if method == "harvest" else pyworld.dio
-    f0, times = analyse(x, fs=SAMPLE_RATE, f0_ceil=f0_max, f0_floor=f0_min, frame_period=1000 * HOP_LENGTH / SAMPLE_RATE)
+    analyze = pyworld.harvest if method == "harvest" else pyworld.dio
+    f0, times = analyze(x, fs=SAMPLE_RATE, f0_ceil=f0_max, f0_floor=f0_min, frame_period=1000 * HOP_LENGTH / SAMPLE_RATE)
     return pyworld.stonemask(x, f0, times, SAMPLE_RATE)
 
 

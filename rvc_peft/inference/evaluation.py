@@ -102,14 +102,14 @@ def _load(source: Any, sample_rate: int | None, name: str) -> tuple[np.ndarray, 
     return resample(audio, int(sample_rate), SAMPLE_RATE), name
 
 
-def analyse(source: Any, *, sample_rate: int | None = None, f0_method: str = "pm", name: str = "audio",
+def analyze(source: Any, *, sample_rate: int | None = None, f0_method: str = "pm", name: str = "audio",
             **f0_kwargs: Any) -> Analysis:
-    """Load (path, array + rate, or (array, rate)) and analyse one signal on the 10 ms grid."""
+    """Load (path, array + rate, or (array, rate)) and analyze one signal on the 10 ms grid."""
     import librosa
 
     audio, name = _load(source, sample_rate, name)
     if len(audio) < N_FFT // 2:
-        raise EvaluationError(f"{name}: {len(audio) / SAMPLE_RATE:.3f} s is too short to analyse (at least "
+        raise EvaluationError(f"{name}: {len(audio) / SAMPLE_RATE:.3f} s is too short to analyze (at least "
                               f"{N_FFT // 2 / SAMPLE_RATE:.3f} s)")
     spec = librosa.stft(audio, n_fft=N_FFT, hop_length=HOP, window="hann", center=True)
     magnitude = np.abs(spec).T.astype(np.float64)  # [T, bins]
@@ -339,8 +339,8 @@ def evaluate(
     selected = quality_selection(quality, speaker_reference)
     if speaker_reference is not None and "secs" not in selected:
         raise ValueError("speaker_reference is used by SECS: pass quality=True or include 'secs'")
-    conv = analyse(converted, sample_rate=sample_rate, f0_method=f0_method, name="converted", **f0_kwargs)
-    ref = analyse(reference, sample_rate=reference_sample_rate or sample_rate, f0_method=f0_method,
+    conv = analyze(converted, sample_rate=sample_rate, f0_method=f0_method, name="converted", **f0_kwargs)
+    ref = analyze(reference, sample_rate=reference_sample_rate or sample_rate, f0_method=f0_method,
                   name="reference", **f0_kwargs)
     pairs = frame_pairs(conv, ref, align)
     result = {

@@ -179,7 +179,7 @@ def speaker_embedding(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         wav = normalize_volume(x, audio_norm_target_dBFS, increase_only=True)
     embedding = np.asarray(_voice_encoder().embed_utterance(wav), dtype=np.float32)
     if not np.isfinite(embedding).all():
-        raise ValueError("speaker_embedding: the encoder gave no usable embedding (no sound it could analyse)")
+        raise ValueError("speaker_embedding: the encoder gave no usable embedding (no sound it could analyze)")
     return embedding
 
 

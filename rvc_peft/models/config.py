@@ -142,11 +142,6 @@ class RVCConfig(PretrainedConfig):
         return CONTENT_DIMS[self.version]
 
     @property
-    def upsample_factor(self) -> int:
-        """Output samples per feature frame (`upp` in RVC; equals the hop length)."""
-        return math.prod(self.upsample_rates)
-
-    @property
     def sample_rate_name(self) -> str:
         return sample_rate_name(self.sampling_rate)
 

@@ -173,11 +173,13 @@ class RVCSynthesizer(PreTrainedModel):
         y: torch.Tensor | None = None,
         y_lengths: torch.Tensor | None = None,
         ds: torch.Tensor | None = None,
+        segment_frames: int | None = None,
     ) -> tuple:
         """Training pass, as RVC's `SynthesizerTrn*.forward`.
 
         phone [B, T, E] (100 fps), phone_lengths [B], pitch [B, T] long, pitchf [B, T] Hz, y [B, S, T] linear
-        spectrogram, y_lengths [B], ds [B] speaker ids ->
+        spectrogram, y_lengths [B], ds [B] speaker ids, segment_frames: the decoder's window in frames (default: the
+        config's `train_segment_size` / hop) ->
         (audio slice [B, 1, segment·hop], slice starts [B], x_mask, y_mask, (z, z_p, m_p, logs_p, m_q, logs_q)).
         """
         if not self.config.use_posterior_encoder:
@@ -188,8 +190,9 @@ class RVCSynthesizer(PreTrainedModel):
         m_p, logs_p, x_mask = self.enc_p(phone, self._check_pitch(pitch), phone_lengths)
         z, m_q, logs_q, y_mask = self.enc_q(y, y_lengths, g=g)
         z_p = self.flow(z, y_mask, g=g)
-        z_slice, ids_slice = rand_slice_segments(z, y_lengths, self.segment_frames)
-        f0_slice = slice_segments(pitchf, ids_slice, self.segment_frames) if self.config.use_f0 else None
+        segment_frames = segment_frames or self.segment_frames
+        z_slice, ids_slice = rand_slice_segments(z, y_lengths, segment_frames)
+        f0_slice = slice_segments(pitchf, ids_slice, segment_frames) if self.config.use_f0 else None
         o = self._decode(z_slice, f0_slice, g)
         return o, ids_slice, x_mask, y_mask, (z, z_p, m_p, logs_p, m_q, logs_q)
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _parametrized_weight_norm
+from torch.nn.utils.weight_norm import WeightNorm
 
 LEGACY_SUFFIXES = (".weight_g", ".weight_v")
 PARAMETRIZED_SUFFIXES = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
@@ -28,7 +29,49 @@ def has_weight_norm(module: nn.Module) -> bool:
     """True if `module.weight` is weight-normed, with either the parametrization or the legacy hook."""
     if parametrize.is_parametrized(module, "weight"):
         return True
-    return any(type(hook).__name__ == "WeightNorm" for hook in module._forward_pre_hooks.values())
+    return bool(legacy_weight_norm_hooks(module))
+
+
+def legacy_weight_norm_hooks(module: nn.Module) -> list[WeightNorm]:
+    """The legacy `torch.nn.utils.weight_norm` hooks registered on `module` (one per weight-normed parameter)."""
+    return [hook for hook in module._forward_pre_hooks.values() if isinstance(hook, WeightNorm)]
+
+
+def refresh_legacy_weight_norm(model: nn.Module) -> None:
+    """Recompute `module.weight` from (g, v) for every legacy weight-normed module of `model`.
+
+    A legacy weight-normed module's `weight` is a plain attribute refreshed only by its forward pre-hook. After a
+    transformers 5 meta-device load it is still on `meta` until the first forward, and PEFT puts new LoRA weights on
+    `base_layer.weight.device`, i.e. on meta. Refreshing first keeps the adapters on the real device.
+    """
+    for module in model.modules():
+        for hook in legacy_weight_norm_hooks(module):
+            g = getattr(module, hook.name + "_g", None)
+            if g is not None and g.device.type != "meta":
+                setattr(module, hook.name, hook.compute_weight(module))
+
+
+def assign_weight(module: nn.Module, new_weight: torch.Tensor) -> None:
+    """Set the effective `module.weight` to `new_weight`, whatever parametrises it.
+
+    * `parametrizations.weight_norm` (or any parametrization with a right inverse): assignment runs the right
+      inverse, so (g, v) become (‖W'‖, W') and the layer keeps its weight norm;
+    * legacy `weight_norm`: v ← W', g ← ‖W'‖ over all axes but the hook's dim, then `weight` is recomputed;
+    * plain weight: copied in place (the Parameter object, and optimizer references to it, are kept).
+    """
+    with torch.no_grad():
+        if parametrize.is_parametrized(module, "weight"):
+            module.weight = new_weight.to(module.weight.dtype)
+            return
+        hooks = [hook for hook in legacy_weight_norm_hooks(module) if hook.name == "weight"]
+        if hooks:
+            hook = hooks[0]
+            g, v = module.weight_g, module.weight_v
+            v.copy_(new_weight.to(v.dtype))
+            g.copy_(torch.norm_except_dim(v, 2, hook.dim).to(g.dtype))
+            module.weight = hook.compute_weight(module)
+            return
+        module.weight.data.copy_(new_weight.to(module.weight.dtype))
 
 
 def fold_weight_norm(model: nn.Module) -> nn.Module:
@@ -48,9 +91,8 @@ def fold_weight_norm(model: nn.Module) -> nn.Module:
             module.__class__ = module.__class__.__bases__[0]
             module.register_parameter("weight", nn.Parameter(weight, requires_grad=requires_grad))
         else:
-            for key, hook in list(module._forward_pre_hooks.items()):
-                if type(hook).__name__ == "WeightNorm":
-                    torch.nn.utils.remove_weight_norm(module, hook.name)
+            for hook in legacy_weight_norm_hooks(module):
+                torch.nn.utils.remove_weight_norm(module, hook.name)
     return model
 
 

@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from .arguments import build_parser, check_args, parse_args
+from .config import TrainingConfig
 from .errors import CheckpointSaveError, NonFiniteLossError, OutOfMemoryError, TrainingError, TrainingSetupError
 
 _LAZY = {
@@ -23,6 +24,7 @@ __all__ = [
     "NonFiniteLossError",
     "OutOfMemoryError",
     "RVCTrainer",
+    "TrainingConfig",
     "TrainingError",
     "TrainingResult",
     "TrainingSetupError",

@@ -75,14 +75,14 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from ..checkpoints.safe_load import CheckpointError, read_safetensors
 
     if not path.is_file():
         raise TrainingSetupError(f"{path}: missing from the checkpoint")
     try:
-        return load_file(str(path))
-    except Exception as err:  # SafetensorError, OSError, ...: all mean "damaged file"
-        raise TrainingSetupError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err})") from err
+        return read_safetensors(path)
+    except CheckpointError as err:  # empty, truncated, damaged header: the message names the file and the problem
+        raise TrainingSetupError(str(err)) from err
 
 
 def _check_finite(path: Path, key: str, tensor: torch.Tensor) -> None:

@@ -106,7 +106,7 @@ def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Zero-pad a list of items into a batch, sorted by spectrogram length (longest first) as RVC does.
 
     -> phone [B, T, E], phone_lengths [B], pitch [B, T] long / pitchf [B, T] (pitch models), spec [B, S, T],
-    spec_lengths [B], wave [B, 1, T·hop], wave_lengths [B], speaker_id [B].
+    spec_lengths [B], wave [B, 1, T·hop] (its valid length is spec_lengths · hop), speaker_id [B].
     """
     order = sorted(range(len(items)), key=lambda i: items[i]["spec"].shape[-1], reverse=True)
     items = [items[i] for i in order]
@@ -122,20 +122,17 @@ def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     pitch = torch.zeros(batch_size, max_frames, dtype=torch.long) if has_pitch else None
     pitchf = torch.zeros(batch_size, max_frames) if has_pitch else None
     lengths = torch.zeros(batch_size, dtype=torch.long)
-    wave_lengths = torch.zeros(batch_size, dtype=torch.long)
     for i, item in enumerate(items):
         n = item["spec"].shape[-1]
         lengths[i] = n
         phone[i, :n] = item["phone"]
         spec[i, :, :n] = item["spec"]
         wave[i, 0, : item["wave"].shape[-1]] = item["wave"]
-        wave_lengths[i] = item["wave"].shape[-1]
         if has_pitch:
             pitch[i, :n] = item["pitch"]
             pitchf[i, :n] = item["pitchf"]
     batch = {
         "phone": phone, "phone_lengths": lengths, "spec": spec, "spec_lengths": lengths.clone(), "wave": wave,
-        "wave_lengths": wave_lengths,
         "speaker_id": torch.tensor([item["speaker_id"] for item in items], dtype=torch.long),
     }
     if has_pitch:
@@ -155,8 +152,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, num_replicas: int = 1, rank: int = 0,
-                 seed: int = 0, bucket_width: int | None = BUCKET_WIDTH, gradient_accumulation_steps: int = 1,
-                 shuffle: bool = True) -> None:
+                 seed: int = 0, bucket_width: int | None = BUCKET_WIDTH, gradient_accumulation_steps: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if len(lengths) == 0:
@@ -166,7 +162,6 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.seed = seed
-        self.shuffle = shuffle
         self.accumulation = max(1, gradient_accumulation_steps)
         if bucket_width:
             keys = np.minimum(self.lengths // bucket_width, MAX_FRAMES // bucket_width)
@@ -192,10 +187,9 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         generator = torch.Generator().manual_seed(self.seed + epoch)
         batches: list[list[int]] = []
         for bucket in self.buckets:
-            members = bucket[torch.randperm(len(bucket), generator=generator).numpy()] if self.shuffle else bucket
+            members = bucket[torch.randperm(len(bucket), generator=generator).numpy()]
             batches.extend(members[i : i + self.batch_size].tolist() for i in range(0, len(members), self.batch_size))
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         needed = self._batches_per_rank * self.num_replicas
         return [batches[i % len(batches)] for i in range(needed)]
 

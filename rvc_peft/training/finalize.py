@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,10 @@ from accelerate.logging import get_logger
 
 from ..utils.files import write_folder_atomically
 from .validation import convert_clip, mel_l1, tensorboard_writer
+
+if TYPE_CHECKING:  # the trainer imports this module
+    from .config import TrainingConfig
+    from .trainer import RVCTrainer, TrainingResult
 
 logger = get_logger(__name__)
 
@@ -57,7 +61,7 @@ class EndOfTrainingBarrier:
             self.accelerator.wait_for_everyone()
 
 
-def training_summary(trainer: Any, elapsed: float) -> dict[str, Any]:
+def training_summary(trainer: RVCTrainer, elapsed: float) -> dict[str, Any]:
     """The model card's training table."""
     args, info = trainer.args, trainer.dataset_info
     seconds = sum(int(n) for n in trainer.train_dataset.frames) / 100.0
@@ -81,10 +85,10 @@ def training_summary(trainer: Any, elapsed: float) -> dict[str, Any]:
     return summary
 
 
-def _save_adapter(trainer: Any, elapsed: float) -> Path:
+def _save_adapter(trainer: RVCTrainer, elapsed: float) -> Path:
     from ..tuners import set_training_summary
 
-    model = trainer.accelerator.unwrap_model(trainer.net_g)
+    model = trainer.generator
     set_training_summary(model, training_summary(trainer, elapsed))
     # Through a staging folder: PEFT writes adapter_config.json with plain open() calls, so a full disk would leave a
     # truncated config beside the previous run's weights; staged, each file is replaced only by a complete one (a
@@ -97,7 +101,7 @@ def _save_adapter(trainer: Any, elapsed: float) -> Path:
     return trainer.output_dir
 
 
-def _build_index(trainer: Any) -> Path:
+def _build_index(trainer: RVCTrainer) -> Path:
     from ..data.index import build_index_from_dataset, rvc_index_filename, save_index
 
     index = build_index_from_dataset(trainer.dataset, seed=trainer.args.seed)
@@ -110,7 +114,7 @@ def _build_index(trainer: Any) -> Path:
     return path
 
 
-def reload_and_convert(trainer: Any) -> tuple[dict[str, Any], Any]:
+def reload_and_convert(trainer: RVCTrainer) -> tuple[dict[str, Any], Any]:
     """Load the base from scratch, put the saved adapter on it, convert the first held-out clip (or a training
     slice if none is held out) and compare with the in-memory model. Returns (report, reloaded PeftModel)."""
     from peft import PeftModel
@@ -122,7 +126,7 @@ def reload_and_convert(trainer: Any) -> tuple[dict[str, Any], Any]:
     clips = trainer.validator.clips or [make_clip(int(trainer.train_dataset.indices[0]),
                                                   trainer.train_dataset.raw_row(0), trainer.config)]
     clip = clips[0]
-    live = convert_clip(trainer.accelerator.unwrap_model(trainer.net_g), clip)
+    live = convert_clip(trainer.generator, clip)
     base = load_synthesizer(args.pretrained_model_name_or_path, revision=args.revision,
                             sample_rate=trainer.config.sampling_rate)
     reloaded = PeftModel.from_pretrained(base, str(trainer.output_dir)).to(trainer.accelerator.device)
@@ -149,7 +153,7 @@ def reload_and_convert(trainer: Any) -> tuple[dict[str, Any], Any]:
     return report, reloaded
 
 
-def _push(trainer: Any) -> str:
+def _push(trainer: RVCTrainer) -> str:
     from huggingface_hub import HfApi
 
     args = trainer.args
@@ -162,7 +166,7 @@ def _push(trainer: Any) -> str:
     return repo_id
 
 
-def create_hub_repo(args: Any) -> str:
+def create_hub_repo(args: TrainingConfig) -> str:
     """Create the Hub repository before training (main process) so that a bad token fails in seconds, not hours."""
     from huggingface_hub import HfApi
 
@@ -170,7 +174,7 @@ def create_hub_repo(args: Any) -> str:
                                private=args.hub_private_repo or None).repo_id
 
 
-def finish_training(trainer: Any, result: Any, elapsed: float) -> Any:
+def finish_training(trainer: RVCTrainer, result: TrainingResult, elapsed: float) -> TrainingResult:
     """Run the end-of-training sequence (module docstring) and fill `result`."""
     accelerator, args = trainer.accelerator, trainer.args
     # no barrier before the work: every process has just passed the last step's reduction, so they are in step

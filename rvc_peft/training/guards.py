@@ -3,7 +3,6 @@ out-of-memory checks that turn a broken step into a clear error instead of a bro
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import os
@@ -17,13 +16,14 @@ from accelerate.logging import get_logger
 from torch import nn
 
 from .checkpointing import list_checkpoints
+from .config import TrainingConfig
 from .errors import NonFiniteLossError, OutOfMemoryError, TrainingSetupError
 from .setup import needs_unused_parameter_search
 
 logger = get_logger(__name__)
 
 
-def build_accelerator(args: argparse.Namespace) -> Any:
+def build_accelerator(args: TrainingConfig) -> Any:
     """The run's `Accelerator`: accumulation, precision, trackers, DDP's unused-parameter search as `args` say."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
@@ -152,7 +152,7 @@ def is_out_of_memory(error: BaseException) -> bool:
         "can't allocate memory" in message)
 
 
-def out_of_memory_error(args: argparse.Namespace, *, step: int, segment_frames: int,
+def out_of_memory_error(args: TrainingConfig, *, step: int, segment_frames: int,
                         mixed_precision: str) -> OutOfMemoryError:
     """The error to raise instead: what the step looked like and the settings that need less memory."""
     return OutOfMemoryError(

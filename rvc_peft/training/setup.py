@@ -5,7 +5,6 @@ Each check fails early with a `TrainingSetupError` that names the files involved
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from typing import Any
@@ -14,6 +13,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, load_discriminator, load_synthesizer
 from ..models import MultiPeriodDiscriminator, RVCSynthesizer, fold_weight_norm
+from .config import TrainingConfig
 from .errors import TrainingSetupError
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def _warn_once(message: str) -> None:
 DISCRIMINATOR_LORA_TARGETS = r"discriminators\.0\.(?:convs\.[05]|conv_post)|discriminators\.[1-9]\d*\.(?:convs\.\d+|conv_post)"
 
 
-def load_training_dataset(args: argparse.Namespace) -> tuple[Any, Any]:
+def load_training_dataset(args: TrainingConfig) -> tuple[Any, Any]:
     """(datasets.Dataset, RVCDatasetInfo) of `--train_data_dir`, with a clear error for missing/empty/foreign data."""
     from ..data import DatasetFormatError, load_rvc_dataset
 
@@ -44,7 +44,7 @@ def load_training_dataset(args: argparse.Namespace) -> tuple[Any, Any]:
     return dataset, info
 
 
-def load_base_generator(args: argparse.Namespace, sample_rate: int) -> RVCSynthesizer:
+def load_base_generator(args: TrainingConfig, sample_rate: int) -> RVCSynthesizer:
     """The frozen base synthesizer (float32, train mode), posterior encoder included."""
     name = args.pretrained_model_name_or_path
     try:
@@ -93,7 +93,7 @@ def check_dataset_fits(info: Any, model: RVCSynthesizer, base_name: str, dataset
                                  "pick a matching base.")
 
 
-def build_lora_config(args: argparse.Namespace) -> Any:
+def build_lora_config(args: TrainingConfig) -> Any:
     """The generator adapter's `RVCLoraConfig` from --rank/--lora_alpha/--lora_preset/--lora_targets."""
     from ..tuners import RVCLoraConfig
 
@@ -109,7 +109,7 @@ def build_lora_config(args: argparse.Namespace) -> Any:
         raise TrainingSetupError(f"adapter settings: {err}") from None
 
 
-def build_generator(base: RVCSynthesizer, args: argparse.Namespace) -> Any:
+def build_generator(base: RVCSynthesizer, args: TrainingConfig) -> Any:
     """Wrap the base in a LoRA `PeftModel` (weight norm folded); only adapter (+ chosen) tensors are trainable."""
     from ..tuners import get_rvc_peft_model
 
@@ -123,7 +123,7 @@ def build_generator(base: RVCSynthesizer, args: argparse.Namespace) -> Any:
     return model.train()
 
 
-def build_discriminator(args: argparse.Namespace, model: RVCSynthesizer,
+def build_discriminator(args: TrainingConfig, model: RVCSynthesizer,
                         discriminator: nn.Module | None = None) -> nn.Module | None:
     """The discriminator for `--loss full` (None for `--loss mel`), set up for `--discriminator_mode`.
 
@@ -164,7 +164,7 @@ def build_discriminator(args: argparse.Namespace, model: RVCSynthesizer,
     return discriminator
 
 
-def needs_unused_parameter_search(args: argparse.Namespace) -> bool:
+def needs_unused_parameter_search(args: TrainingConfig) -> bool:
     """DDP's `find_unused_parameters`: only when some trainable tensor gets no gradient from the loss.
 
     With `--loss mel` the text encoder (enc_p) and the flow take no part in the loss, so adapters there are unused.

@@ -34,6 +34,7 @@ from ..models.synthesizer import slice_segments
 from ..runtime import single_thread_worker
 from ..utils.log import configure_logging, is_configured
 from .checkpointing import CheckpointManager, read_training_state, resolve_checkpoint
+from .config import TrainingConfig
 from .data import LengthBucketBatchSampler, RVCTrainingDataset, collate_batch
 from .errors import TrainingSetupError
 from .finalize import EndOfTrainingBarrier, create_hub_repo, finish_training
@@ -91,7 +92,8 @@ class RVCTrainer:
     `accelerator.prepare`), so a bad setup fails before any training starts.
     """
 
-    def __init__(self, args: argparse.Namespace, discriminator: nn.Module | None = None) -> None:
+    def __init__(self, args: TrainingConfig | argparse.Namespace, discriminator: nn.Module | None = None) -> None:
+        args = TrainingConfig.from_namespace(args)  # a Namespace from argparse is checked the same way
         self.args = args
         self.accelerator = accelerator = build_accelerator(args)
         self.output_dir = Path(args.output_dir)
@@ -105,10 +107,8 @@ class RVCTrainer:
         base = load_base_generator(args, self.dataset_info.sample_rate)
         check_dataset_fits(self.dataset_info, base, args.pretrained_model_name_or_path, args.train_data_dir)
         self.config = base.config
-        self.default_segment_size = self.config.train_segment_size
-        if args.segment_frames is not None:
-            self.config.train_segment_size = args.segment_frames * self.config.hop_length
-        self.segment_frames = base.segment_frames
+        # the decoder's training window: passed to every training forward (the model's config is never changed)
+        self.segment_frames = args.segment_frames or base.segment_frames
 
         self.discriminator = build_discriminator(args, base, discriminator)  # before the adapter: fails faster
         self.generator = build_generator(base, args)
@@ -120,7 +120,7 @@ class RVCTrainer:
         self._build_data()
         if accelerator.is_main_process:  # only now: a run refused above leaves nothing behind
             self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._build_optimisation()
+        self._build_optimization()
         self.end_barrier = EndOfTrainingBarrier(accelerator)  # every process, now: a network problem shows up early
         self.stop = StopRequest()
         self.global_step = 0
@@ -158,14 +158,13 @@ class RVCTrainer:
             generator=torch.Generator().manual_seed(args.seed),
             worker_init_fn=single_thread_worker if args.dataloader_num_workers else None)
         self.updates_per_epoch = len(self.sampler) // args.gradient_accumulation_steps
-        if args.max_train_steps is None:
-            args.max_train_steps = args.num_train_epochs * self.updates_per_epoch
-        self.num_epochs = math.ceil(args.max_train_steps / self.updates_per_epoch)
+        self.max_train_steps = args.max_train_steps or args.num_train_epochs * self.updates_per_epoch
+        self.num_epochs = math.ceil(self.max_train_steps / self.updates_per_epoch)
 
-    def _build_optimisation(self) -> None:
+    def _build_optimization(self) -> None:
         args, accelerator = self.args, self.accelerator
         betas = (args.adam_beta1, args.adam_beta2)
-        schedule = LearningRateSchedule(args.lr_scheduler, total_steps=args.max_train_steps,
+        schedule = LearningRateSchedule(args.lr_scheduler, total_steps=self.max_train_steps,
                                         steps_per_epoch=self.updates_per_epoch, warmup_steps=args.lr_warmup_steps,
                                         gamma=args.lr_decay)
         optimizer_g = build_optimizer(self.generator.parameters(), lr=args.learning_rate, betas=betas,
@@ -177,29 +176,28 @@ class RVCTrainer:
             optimizer_d = build_optimizer(self.discriminator.parameters(), lr=args.discriminator_learning_rate,
                                           betas=betas, eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
             self.scheduler_d = build_scheduler(optimizer_d, schedule)
-            self.net_g, self.optimizer_g, self.net_d, self.optimizer_d = accelerator.prepare(
+            self.generator_ddp, self.optimizer_g, self.discriminator_ddp, self.optimizer_d = accelerator.prepare(
                 self.generator, optimizer_g, self.discriminator, optimizer_d)
-            self.ddp_models = (self.net_g, self.net_d)
+            self.ddp_models = (self.generator_ddp, self.discriminator_ddp)
         else:
-            self.net_g, self.optimizer_g = accelerator.prepare(self.generator, optimizer_g)
+            self.generator_ddp, self.optimizer_g = accelerator.prepare(self.generator, optimizer_g)
             self.optimizer_d = self.scheduler_d = None
             if self.discriminator is not None:
                 self.discriminator.to(accelerator.device)
-            self.net_d = self.discriminator
-            self.ddp_models = (self.net_g,)
-        self.d_module = accelerator.unwrap_model(self.net_d) if self.net_d is not None else None
-        g_named = [(n, p) for n, p in accelerator.unwrap_model(self.net_g).named_parameters() if p.requires_grad]
-        d_named = [(n, p) for n, p in self.d_module.named_parameters() if p.requires_grad] if self.d_trainable else []
+            self.discriminator_ddp = self.discriminator
+            self.ddp_models = (self.generator_ddp,)
+        g_named = [(n, p) for n, p in self.generator.named_parameters() if p.requires_grad]
+        d_named = [(n, p) for n, p in self.discriminator.named_parameters() if p.requires_grad] if self.d_trainable else []
         self.g_trainable_params = [p for _, p in g_named]
         self.d_trainable_params = [p for _, p in d_named]
         # what the NaN/inf guard inspects after every update (names for its message)
         self.trainable_tensors = ([(f"generator.{n}", p) for n, p in g_named]
                                   + [(f"discriminator.{n}", p) for n, p in d_named])
         # checkpoints in our pickle-free format (not accelerate's save_state, whose files are unpickled on resume)
-        models = {"generator": accelerator.unwrap_model(self.net_g)}
+        models = {"generator": self.generator}
         optimizers, schedulers = {"generator": self.optimizer_g}, {"generator": self.scheduler_g}
-        if self.d_module is not None:
-            models["discriminator"] = self.d_module
+        if self.discriminator is not None:
+            models["discriminator"] = self.discriminator
         if self.optimizer_d is not None:
             optimizers["discriminator"], schedulers["discriminator"] = self.optimizer_d, self.scheduler_d
         self.checkpoints = CheckpointManager(accelerator, self.output_dir, models, args.checkpoints_total_limit,
@@ -245,9 +243,9 @@ class RVCTrainer:
         pitch, pitchf = batch.get("pitch"), batch.get("pitchf")
         with accelerator.accumulate(*self.ddp_models):
             with accelerator.autocast():
-                y_hat, ids_slice, _, z_mask, (_, z_p, m_p, logs_p, _, logs_q) = self.net_g(
+                y_hat, ids_slice, _, z_mask, (_, z_p, m_p, logs_p, _, logs_q) = self.generator_ddp(
                     batch["phone"], batch["phone_lengths"], pitch, pitchf, batch["spec"], batch["spec_lengths"],
-                    batch["speaker_id"])
+                    batch["speaker_id"], segment_frames=seg)
             with torch.autocast(device_type=accelerator.device.type, enabled=False):
                 spec_slice = slice_segments(batch["spec"], ids_slice, seg).float()
                 y_mel = spec_to_mel(spec_slice, config.filter_length, config.n_mel_channels, config.sampling_rate,
@@ -258,7 +256,7 @@ class RVCTrainer:
             wave = slice_segments(batch["wave"], ids_slice * hop, seg * hop)
             out: dict[str, torch.Tensor] = {}
             loss_mel = mel_loss(y_mel, y_hat_mel)
-            if self.net_d is None:  # --loss mel / mel_kl: no discriminator
+            if self.discriminator_ddp is None:  # --loss mel / mel_kl: no discriminator
                 loss_g = loss_mel
                 if self.args.loss == "mel_kl":
                     loss_kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask) * C_KL
@@ -267,14 +265,14 @@ class RVCTrainer:
             else:
                 if self.d_trainable:
                     with accelerator.autocast():
-                        d_real, d_fake, _, _ = self.net_d(wave, y_hat.detach())
+                        d_real, d_fake, _, _ = self.discriminator_ddp(wave, y_hat.detach())
                     loss_d, real_terms, fake_terms = discriminator_loss(d_real, d_fake)
                     accelerator.backward(loss_d)
                     norm_d = self._step_optimizer(self.optimizer_d, self.d_trainable_params)
                     if norm_d is not None:
                         out["grad_norm_d"] = norm_d
                 with self._discriminator_frozen(), accelerator.autocast():
-                    d_real, d_fake, fmap_real, fmap_fake = self.d_module(wave, y_hat)
+                    d_real, d_fake, fmap_real, fmap_fake = self.discriminator(wave, y_hat)
                 if not self.d_trainable:  # frozen D: report its loss from this forward, at no extra cost
                     loss_d, real_terms, fake_terms = discriminator_loss(d_real, [d.detach() for d in d_fake])
                 loss_kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask) * C_KL
@@ -356,7 +354,7 @@ class RVCTrainer:
 
     def validate_local(self) -> dict[str, float]:
         """Convert the held-out clips with the live adapter, log metrics, audio and mel images (this process)."""
-        metrics = log_validation(self.accelerator, self.accelerator.unwrap_model(self.net_g), self.validator,
+        metrics = log_validation(self.accelerator, self.generator, self.validator,
                                  self.global_step, self._last_mels)
         if len(self.validator):
             self.last_validation = metrics
@@ -367,7 +365,7 @@ class RVCTrainer:
         from tqdm.auto import tqdm
 
         args, accelerator = self.args, self.accelerator
-        trainable, total = describe_trainable(accelerator.unwrap_model(self.net_g))
+        trainable, total = describe_trainable(self.generator)
         self.global_step = self.resume()
         if args.push_to_hub and accelerator.is_main_process:
             create_hub_repo(args)  # fail fast on a bad token or name, not after hours of training
@@ -377,8 +375,8 @@ class RVCTrainer:
         logger.info("training %s trainable of %s generator parameters on %d slices; %d process(es) x batch %d x "
                     "accumulation %d; %d steps (%d per epoch)", f"{trainable:,}", f"{total:,}",
                     len(self.train_dataset), accelerator.num_processes, args.train_batch_size,
-                    args.gradient_accumulation_steps, args.max_train_steps, self.updates_per_epoch)
-        progress = tqdm(total=args.max_train_steps, initial=self.global_step, desc="steps",
+                    args.gradient_accumulation_steps, self.max_train_steps, self.updates_per_epoch)
+        progress = tqdm(total=self.max_train_steps, initial=self.global_step, desc="steps",
                         disable=not accelerator.is_local_main_process)
         interrupted = False
         started = time.perf_counter()
@@ -386,7 +384,7 @@ class RVCTrainer:
         skip = (self.global_step % self.updates_per_epoch) * args.gradient_accumulation_steps
         with self.stop:
             for epoch in range(first_epoch, self.num_epochs):
-                if self.global_step >= args.max_train_steps:
+                if self.global_step >= self.max_train_steps:
                     break
                 self.sampler.set_epoch(epoch, skip_batches=skip if epoch == first_epoch else 0)
                 sums: dict[str, torch.Tensor] = {}
@@ -411,12 +409,12 @@ class RVCTrainer:
                     progress.update(1)
                     progress.set_postfix(loss_g=f"{losses['loss/g/total']:.3f}", mel=f"{losses['loss/g/mel']:.3f}",
                                          lr=f"{losses['learning_rate']:.2e}")
-                    if self.global_step % args.logging_steps == 0 or self.global_step == args.max_train_steps:
+                    if self.global_step % args.logging_steps == 0 or self.global_step == self.max_train_steps:
                         accelerator.log(losses, step=self.global_step)
                     # A stop request saves before anything else and skips this step's validation: under accelerate
                     # launch the workers are SIGKILLed 30 s after the signal (see StopRequest). On the last step
                     # it just lets the run finish.
-                    stopping = stop and self.global_step < args.max_train_steps
+                    stopping = stop and self.global_step < self.max_train_steps
                     if stopping or self.global_step % args.checkpointing_steps == 0:
                         self.save_checkpoint()
                     if stopping:
@@ -424,14 +422,13 @@ class RVCTrainer:
                         break
                     if self.global_step % args.validation_steps == 0:
                         self.validate()
-                    if self.global_step >= args.max_train_steps:
+                    if self.global_step >= self.max_train_steps:
                         break
                 if interrupted:
                     break
         progress.close()
-        self.config.train_segment_size = self.default_segment_size
         elapsed = time.perf_counter() - started
-        digest = adapter_digest(accelerator.unwrap_model(self.net_g))
+        digest = adapter_digest(self.generator)
         logger.info("process %d: adapter digest %s after %d steps", accelerator.process_index, digest,
                     self.global_step, main_process_only=False)
         result = TrainingResult(self.output_dir, self.global_step, interrupted=interrupted, losses=self.last_losses,
@@ -477,8 +474,9 @@ def ignore_known_harmless_warnings() -> None:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
-def main(args: argparse.Namespace, *, discriminator: nn.Module | None = None) -> TrainingResult:
-    """Train an adapter as `args` (from `parse_args`) say; `discriminator` optionally replaces loading one."""
+def main(args: TrainingConfig | argparse.Namespace, *, discriminator: nn.Module | None = None) -> TrainingResult:
+    """Train an adapter as `args` (a `TrainingConfig`, or parsed options) say; `discriminator` optionally replaces
+    loading one."""
     if not is_configured():  # a program of its own (python -m rvc_peft.train): our lines only, with timestamps
         configure_logging(fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with warnings.catch_warnings():  # the filters last for this run only

@@ -132,7 +132,7 @@ class Validator:
     def __init__(self, clips: list[ValidationClip], config: RVCConfig) -> None:
         self.clips = clips
         self.config = config
-        self._target_cepstra: dict[int, np.ndarray] = {}  # the targets never change: analyse them once
+        self._target_cepstra: dict[int, np.ndarray] = {}  # the targets never change: analyze them once
 
     def __len__(self) -> int:
         return len(self.clips)

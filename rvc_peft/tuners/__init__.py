@@ -1,11 +1,12 @@
-"""PEFT tuners for RVC: LoRA on Conv1d / ConvTranspose1d, registered as PEFT's LoRA tuner on import.
+"""PEFT tuners for RVC: LoRA on Conv1d / ConvTranspose1d, in PEFT's LoRA tuner table once this package is imported.
 
-Once this package is imported (by `rvc_peft.models`, so by loading or building any RVC model, and by the first use of
-any `rvc_peft.<name>`) the stock PEFT API works on RVC synthesizers:
+Once imported (by `rvc_peft.models`, so by loading or building any RVC model, and by the first use of any
+`rvc_peft.<name>`) the stock PEFT API works on RVC synthesizers:
 `get_peft_model(base, LoraConfig(...))` or `RVCLoraConfig(target_modules="generator+flow")`, `save_pretrained`,
 `PeftModel.from_pretrained`, `merge_and_unload`, `add_weighted_adapter`, `hotswap_adapter`, transformers'
 `add_adapter` / `load_adapter`. Adapters are ordinary `peft_type: LORA` adapters plus `rvc_adapter.json` and an RVC
-model card.
+model card (uploaded with `push_adapter_to_hub`). Every other model keeps stock PEFT's behaviour (see
+`registration` and `lora.model`); the private PEFT APIs relied on are listed in `peft_internals`.
 """
 
 from .api import export_merged_voice, get_rvc_peft_model, is_rvc_adapter_model, push_adapter_to_hub

@@ -47,6 +47,7 @@ def push_adapter_to_hub(
     model: PeftModel,
     repo_id: str,
     *,
+    adapter_name: str | None = None,
     commit_message: str | None = None,
     commit_description: str | None = None,
     private: bool | None = None,
@@ -58,17 +59,28 @@ def push_adapter_to_hub(
 ) -> Any:
     """Upload an RVC adapter (`save_pretrained` output: adapter files, `rvc_adapter.json`, the RVC model card).
 
-    This is what `PeftModel.push_to_hub` does for RVC adapters once rvc_peft is imported: create the repo if needed,
-    save to a temporary folder, add `tags` to the card, upload everything in one commit. Returns the `CommitInfo`.
+    Use this rather than `model.push_to_hub(repo_id)`: PEFT's push (left as it is by rvc_peft) uploads the same files
+    but replaces the RVC model card with transformers' generic template. Creates the repo if needed, saves to a
+    temporary folder, adds `tags` to the card and uploads everything in one commit. Returns the `CommitInfo`.
+    `adapter_name`: upload only this voice, at the top of the repository (PEFT's `save_pretrained` puts an adapter
+    not named "default" in a sub-folder, which `PeftModel.from_pretrained(base, repo_id)` would not find).
     `save_kwargs` go to `save_pretrained` (e.g. `selected_adapters`); `max_shard_size` is ignored (adapters are small).
     """
     from huggingface_hub import HfApi, ModelCard
 
     save_kwargs.pop("max_shard_size", None)
+    if adapter_name is not None:
+        if adapter_name not in getattr(model, "peft_config", {}):
+            raise ValueError(f"push_adapter_to_hub: no adapter named {adapter_name!r} (the model has "
+                             f"{sorted(getattr(model, 'peft_config', {}))})")
+        save_kwargs["selected_adapters"] = [adapter_name]
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True, token=token).repo_id
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder, **save_kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, **save_kwargs)
+        folder = tmp
+        if adapter_name is not None and (Path(tmp) / adapter_name / "adapter_config.json").is_file():
+            folder = str(Path(tmp) / adapter_name)  # the voice's own files, at the top of the repository
         if tags:
             for card_path in Path(folder).rglob("README.md"):
                 card = ModelCard.load(card_path)

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .lora.config import preset_of
+from .lora.presets import preset_of
 from .provenance import hub_repo_of
 
 BEGIN, END = "<!-- rvc-peft:begin -->", "<!-- rvc-peft:end -->"

@@ -31,7 +31,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .lora.layer import legacy_weight_norm_hooks
+from ..models.weight_norm import legacy_weight_norm_hooks
 
 FACTS_KEY = "rvc"
 ADAPTER_INFO_NAME = "rvc_adapter.json"

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from rvc_peft.data.preprocess import (
+from rvc_peft.data.cutting import (
     cut_training_pieces,
     highpass,
     normalize_piece,
     segment_bounds,
     slice_for_training,
-    speaker_for,
 )
+from rvc_peft.data.preprocess import speaker_for
 from rvc_peft.data.slicer import Slicer
 
 SR = 40000
@@ -130,18 +130,19 @@ def test_a_constant_file_is_reported_as_no_signal(tmp_path):
     """A DC-only recording is not "too short": the high-pass leaves a step transient the slicer cuts into a scrap."""
     import soundfile as sf
 
-    from rvc_peft.data.preprocess import _no_slice_reason, _prepare_file, _source_stamp, _Task
+    from rvc_peft.data.preprocess import _no_slice_reason, _prepare_file, _Task
+    from rvc_peft.data.work_cache import source_stamp
 
     for name, audio in (("dc.wav", np.full(3 * SR, 0.5, np.float32)),
                         ("dc_hum.wav", 0.5 + 1e-3 * np.sin(np.arange(3 * SR) * 0.1).astype(np.float32))):
         sf.write(tmp_path / name, audio, SR, subtype="FLOAT")
-        result = _prepare_file(_Task(str(tmp_path / name), name, _source_stamp(tmp_path / name), SR, 3.7, None))
-        assert result["error"] is None and result["pieces"] == []
+        result = _prepare_file(_Task(str(tmp_path / name), name, source_stamp(tmp_path / name), SR, 3.7, None))
+        assert result.error is None and result.pieces == []
         assert _no_slice_reason(result) == ("no signal: the file is constant (DC only, level +0.500 for 3.00 s, "
                                             "nothing above -42 dB around it)")
     # a tone riding on the same offset is a recording
     tone = 0.5 + 0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * SR) / SR)
     sf.write(tmp_path / "tone.wav", tone.astype(np.float32), SR, subtype="FLOAT")
-    result = _prepare_file(_Task(str(tmp_path / "tone.wav"), "tone.wav", _source_stamp(tmp_path / "tone.wav"), SR,
+    result = _prepare_file(_Task(str(tmp_path / "tone.wav"), "tone.wav", source_stamp(tmp_path / "tone.wav"), SR,
                                  3.7, None))
-    assert "constant" not in result and len(result["pieces"]) == 1
+    assert result.constant is None and len(result.pieces) == 1

@@ -144,7 +144,7 @@ def _random_recording(rng: np.random.Generator, sr: int) -> np.ndarray:
 
 def test_same_pieces_as_rvc_slicer2_on_random_recordings():
     rvc_slicer2 = pytest.importorskip("rvc.lib.slicer2", reason="RVC reference code (pip install --no-deps rvc)")
-    from rvc_peft.data.preprocess import highpass
+    from rvc_peft.data.cutting import highpass
 
     rng = np.random.default_rng(0)
     cut = 0

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from rvc_peft.data import Slicer, build_dataset, load_rvc_dataset
-from rvc_peft.data.preprocess import highpass
+from rvc_peft.data.cutting import highpass
 from rvc_peft.features.audio import load_audio
 
 SR = 40000

@@ -231,7 +231,7 @@ def test_bad_input_is_rejected_clearly():
         extract_f0(np.full(1600, np.nan, np.float32), "dio")
     with pytest.raises(PitchError, match="no voicing threshold"):
         extract_f0(np.zeros(1600, np.float32), "harvest", threshold=0.1)
-    with pytest.raises(PitchError, match="'pm' cannot analyse 500 samples"):
+    with pytest.raises(PitchError, match="'pm' cannot analyze 500 samples"):
         extract_f0(np.zeros(500, np.float32), "pm")
 
 

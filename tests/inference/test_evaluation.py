@@ -97,7 +97,7 @@ def test_bad_evaluation_inputs(tmp_path):
     (tmp_path / "junk.wav").write_text("no audio here")
     with pytest.raises(EvaluationError, match=r"junk\.wav"):
         evaluate(tmp_path / "junk.wav", tmp_path / "ok.wav")
-    with pytest.raises(EvaluationError, match="too short to analyse"):
+    with pytest.raises(EvaluationError, match="too short to analyze"):
         evaluate((audio[:100], 16000), tmp_path / "ok.wav")
     with pytest.raises(EvaluationError, match="compare two files or two folders"):
         evaluate_paths(tmp_path / "ok.wav", tmp_path)

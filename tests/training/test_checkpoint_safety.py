@@ -282,8 +282,8 @@ def _snapshot(trainer: RVCTrainer) -> dict:
         "optimizers": [o.optimizer.state_dict() for o in (trainer.optimizer_g, trainer.optimizer_d)],
         "schedulers": [s.state_dict() for s in (trainer.scheduler_g, trainer.scheduler_d)],
         "scaler": trainer.accelerator.scaler.state_dict(),
-        "weights": {n: p.detach().clone() for n, p in trainer.accelerator.unwrap_model(trainer.net_g).named_parameters()
-                    if p.requires_grad} | {f"d.{n}": p.detach().clone() for n, p in trainer.d_module.named_parameters()},
+        "weights": {n: p.detach().clone() for n, p in trainer.generator.named_parameters()
+                    if p.requires_grad} | {f"d.{n}": p.detach().clone() for n, p in trainer.discriminator.named_parameters()},
         "rng": (torch.get_rng_state(), random.getstate(), np.random.get_state()),
     }
 
@@ -323,7 +323,7 @@ def test_save_then_load_restores_every_piece_of_state_exactly(assets, tmp_path):
     trainer.optimizer_d.param_groups[0]["lr"] = 0.5
     trainer.accelerator.scaler.update(1.0)
     with torch.no_grad():
-        for p in trainer.d_module.parameters():
+        for p in trainer.discriminator.parameters():
             p.add_(1.0)
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     state = trainer.checkpoints.load(path)
@@ -377,10 +377,10 @@ def test_a_checkpoint_holds_exactly_what_a_resume_needs(assets, tmp_path, loss, 
                        "--checkpointing_steps", "1")
     trainer.train()
     folder = tmp_path / "run" / "checkpoint-1"
-    models = {"generator": trainer.accelerator.unwrap_model(trainer.net_g)}
+    models = {"generator": trainer.generator}
     optimizers = {"generator": trainer.optimizer_g.optimizer}
     if trainer.d_trainable:
-        models["discriminator"], optimizers["discriminator"] = trainer.d_module, trainer.optimizer_d.optimizer
+        models["discriminator"], optimizers["discriminator"] = trainer.discriminator, trainer.optimizer_d.optimizer
     expected_files = {f"{name}_trainable.safetensors" for name in models}
     expected_files |= {f"optimizer_{name}.{ext}" for name in models for ext in ("safetensors", "json")}
     expected_files |= {f"scheduler_{name}.json" for name in models}

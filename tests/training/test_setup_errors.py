@@ -134,14 +134,14 @@ def test_training_from_a_real_full_size_discriminator_file(tmp_path):
     reference = load_discriminator(d_file, version="v1").float()
     audio = torch.randn(1, 1, 8 * config.hop_length, generator=torch.Generator().manual_seed(1)) * 0.1
     with torch.no_grad():
-        ours, theirs = trainer.d_module(audio, audio.flip(-1)), reference(audio, audio.flip(-1))
+        ours, theirs = trainer.discriminator(audio, audio.flip(-1)), reference(audio, audio.flip(-1))
     for a, b in zip(ours[0] + ours[1], theirs[0] + theirs[1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    adapters = {n: p.detach().clone() for n, p in trainer.d_module.named_parameters() if p.requires_grad}
+    adapters = {n: p.detach().clone() for n, p in trainer.discriminator.named_parameters() if p.requires_grad}
     assert adapters and all("lora_" in n for n in adapters)
     result = trainer.train()
     assert result.global_step == 1
     assert all(torch.isfinite(torch.tensor(v)) for k, v in result.losses.items() if k.startswith("loss/"))
-    changed = [n for n, p in trainer.d_module.named_parameters() if p.requires_grad and not torch.equal(p, adapters[n])]
+    changed = [n for n, p in trainer.discriminator.named_parameters() if p.requires_grad and not torch.equal(p, adapters[n])]
     assert changed  # the discriminator's adapter trained
     assert f"lora, from {d_file}" in (out / "README.md").read_text()  # the model card names the D file

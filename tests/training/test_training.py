@@ -67,7 +67,7 @@ def test_only_adapter_and_chosen_tensors_change(assets, tmp_path, mode):
                                  "--discriminator_mode", mode, "--train_speaker_embedding", "--learning_rate", "1e-3",
                                  "--skip_final_validation", "--num_validation_clips", "0"))
     trainer = RVCTrainer(args, discriminator=narrow_discriminator("v2"))
-    generator, discriminator = trainer.accelerator.unwrap_model(trainer.net_g), trainer.d_module
+    generator, discriminator = trainer.generator, trainer.discriminator
     g_before, d_before = _snapshot(generator), _snapshot(discriminator)
     trainer.train()
     g_changed = {n for n, p in generator.named_parameters() if not torch.equal(p, g_before[n])}
@@ -326,7 +326,7 @@ def test_an_update_that_leaves_a_weight_non_finite_is_caught_even_with_finite_gr
         norm = real_step(self, optimizer, params)
         if optimizer is self.optimizer_g:
             with torch.no_grad():
-                self.accelerator.unwrap_model(self.net_g).get_parameter(broken).view(-1)[0] = float("nan")
+                self.generator.get_parameter(broken).view(-1)[0] = float("nan")
         return norm
 
     monkeypatch.setattr(RVCTrainer, "_step_optimizer", step_optimizer)
@@ -379,7 +379,7 @@ def test_mel_only_ablation_builds_no_discriminator(assets, tmp_path, monkeypatch
                                  "all", "--max_train_steps", "1", "--skip_final_validation", "--learning_rate", "1e-3"))
     trainer = RVCTrainer(args)
     assert trainer.discriminator is None and trainer.optimizer_d is None
-    generator = trainer.accelerator.unwrap_model(trainer.net_g)
+    generator = trainer.generator
     before = _snapshot(generator)
     trainer.train()
     assert set(history[0]) == {"loss/g/total", "loss/g/mel", "grad_norm_g", "learning_rate"}
@@ -396,7 +396,7 @@ def test_mel_kl_trains_prior_and_flow_without_a_discriminator(assets, tmp_path, 
                                  "all", "--max_train_steps", "1", "--skip_final_validation", "--learning_rate", "1e-3"))
     trainer = RVCTrainer(args)
     assert trainer.discriminator is None and trainer.optimizer_d is None
-    generator = trainer.accelerator.unwrap_model(trainer.net_g)
+    generator = trainer.generator
     before = _snapshot(generator)
     trainer.train()
     assert set(history[0]) == {"loss/g/total", "loss/g/mel", "loss/g/kl", "grad_norm_g", "learning_rate"}
@@ -429,9 +429,9 @@ def test_one_loss_scaler_covers_both_optimizers(assets, tmp_path, monkeypatch):
         args = parse_args(train_args(assets["base"], assets["data"], tmp_path / name, "--max_train_steps", "1",
                                      "--skip_final_validation", "--num_validation_clips", "0"))
         trainer = RVCTrainer(args, discriminator=narrow_discriminator("v2"))
-        before = _snapshot(trainer.d_module), _snapshot(trainer.accelerator.unwrap_model(trainer.net_g))
+        before = _snapshot(trainer.discriminator), _snapshot(trainer.generator)
         trainer.train()
-        after = _snapshot(trainer.d_module), _snapshot(trainer.accelerator.unwrap_model(trainer.net_g))
+        after = _snapshot(trainer.discriminator), _snapshot(trainer.generator)
         return trainer, before, after
 
     _, _, plain_after = trained("plain")

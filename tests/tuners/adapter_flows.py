@@ -2,7 +2,7 @@
 
 `make(OUT)` (the test process): build and save bases in RVC's on-disk format, make adapters in every supported way,
               save them and record reference outputs in OUT/expected.pt.
-`check OUT [--hub]` (a fresh process): push one saved adapter to the fake hub with `PeftModel.push_to_hub` (when
+`check OUT [--hub]` (a fresh process): push one saved adapter to the fake hub with `rvc_peft.push_adapter_to_hub` (when
               --hub: HF_ENDPOINT must point at it), then load everything back through each loading path, the hub id
               included, and write OUT/results.json ({check name: max abs difference to the reference, or the error}).
 `reload BASE ADAPTER INPUTS OUT` (a fresh process, any size): `PeftModel.from_pretrained` of one adapter folder onto
@@ -190,7 +190,7 @@ def check(out: Path, with_hub: bool) -> None:
         }
 
     def push() -> str:
-        return str(PeftModel.from_pretrained(base(), str(out / "voice_a")).push_to_hub("org/voice"))
+        return str(rvc_peft.push_adapter_to_hub(PeftModel.from_pretrained(base(), str(out / "voice_a")), "org/voice"))
 
     def from_hub() -> dict[str, Any]:
         model = PeftModel.from_pretrained(base(), "org/voice")  # downloaded: the hub cache starts empty

@@ -14,7 +14,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 import rvc_peft.tuners  # noqa: F401  (registers the tuner)
 from rvc_peft.testing import randomize_lora
-from rvc_peft.tuners import LoraConv1d, LoraConvTranspose1d
+from rvc_peft.tuners import LoraConv1d, LoraConvTranspose1d, RVCLoraConfig
 from tests.tuners.toy_models import (
     ALL_TARGETS,
     CONV_TARGETS,
@@ -165,7 +165,8 @@ def test_rvc_size_merge_is_within_1e5_fp32(norm: str) -> None:
     if norm == "parametrized":
         up, res = weight_norm(up), weight_norm(res)
     model = nn.Sequential(OrderedDict(up=up, act=nn.LeakyReLU(0.1), res=res))
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["up", "res"]))
+    # not an RVC network: RVCLoraConfig opts in to rvc_peft's layer for the dilated conv (plain LoraConfig: stock PEFT)
+    peft_model = get_peft_model(model, RVCLoraConfig(r=8, lora_alpha=16, target_modules=["up", "res"]))
     randomize_lora(peft_model, scale=0.05)
     x = torch.randn(1, 512, 50)
     with torch.no_grad():

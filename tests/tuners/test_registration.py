@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-
-import peft
-import peft.mapping
-import peft.peft_model
-import peft.utils.save_and_load
 import pytest
 import torch
-from packaging.version import Version
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_MIXED_MODEL_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners import lora as peft_lora
@@ -44,8 +36,7 @@ def test_register_is_idempotent_and_reversible() -> None:
     assert is_registered()
     with stock_peft():
         assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.LORA] is peft_lora.LoraModel
-        assert "push_to_hub" not in PeftModel.__dict__
-    assert is_registered() and "push_to_hub" in PeftModel.__dict__
+    assert is_registered()
     unregister()
     unregister()
     try:
@@ -69,7 +60,7 @@ def test_linear_only_model_is_identical_to_stock_peft(tmp_path) -> None:
     with stock_peft():
         stock = build()
         assert type(stock.base_model) is peft_lora.LoraModel
-    assert type(ours.base_model) is RVCLoraModel
+    assert type(ours.base_model) is peft_lora.LoraModel  # not an RVC network, no ConvTranspose1d: PEFT's own tuner
     assert _names_and_types(ours.base_model.model) == _names_and_types(stock.base_model.model)
     ours_state, stock_state = ours.state_dict(), stock.state_dict()
     assert list(ours_state) == list(stock_state)
@@ -91,8 +82,9 @@ def test_plain_layers_of_non_rvc_models_stay_stock() -> None:
     assert type(inner.lin) is peft_lora_layer.Linear
     assert type(inner.emb) is peft_lora_layer.Embedding
     assert type(inner.pre) is peft_lora_layer.Conv1d and type(inner.post) is peft_lora_layer.Conv1d  # plain convs: PEFT's layer
-    assert type(inner.dil3) is rvc_peft.tuners.LoraConv1d  # dilated: PEFT's would crash
-    assert type(inner.reflect) is rvc_peft.tuners.LoraConv1d  # reflect padding: PEFT's output would be wrong
+    # dilated and reflect-padded: PEFT's layer, as stock PEFT does (its forward is wrong there; RVCLoraConfig opts in
+    # to ours, see test_grouped_conv1d_rule_depends_on_the_model)
+    assert type(inner.dil3) is peft_lora_layer.Conv1d and type(inner.reflect) is peft_lora_layer.Conv1d
     # grouped, not an RVC network: PEFT's layer and parameter layout (its merge refuses loudly, its adapters load)
     assert type(inner.gconv) is peft_lora_layer.Conv1d
     assert tuple(inner.gconv.lora_A["default"].weight.shape) == (2, 4, 3)  # stock (r, in, k), not ours (r, in/g, k)
@@ -128,16 +120,19 @@ class _Plain(torch.nn.Module):
 @pytest.mark.parametrize("weight_norm", [False, True])
 @pytest.mark.parametrize("config_cls", [LoraConfig, RVCLoraConfig])
 def test_grouped_conv1d_rule_depends_on_the_model(weight_norm: bool, config_cls: type) -> None:
-    """Grouped convs get our layer only on RVC networks; where PEFT's layer is broken (dilation, padding mode) or
-    loses merges (weight norm, ungrouped) ours is used on any model."""
+    """On RVC networks our layer replaces PEFT's wherever PEFT's is broken (dilation, padding mode), cannot merge
+    (groups) or loses merges (weight norm). Elsewhere a plain LoraConfig gets stock PEFT everywhere, while an
+    RVCLoraConfig opts in to ours where PEFT's is broken or loses merges (grouped convs keep PEFT's layout)."""
     ours, stock = rvc_peft.tuners.LoraConv1d, peft_lora_layer.Conv1d
     expected = {
         "plain": ours if weight_norm else stock, "grouped": stock, "grouped_dilated": ours, "grouped_reflect": ours,
     }
+    stock_everywhere = dict.fromkeys(expected, stock)
     for model_cls, grouped in ((_Plain, stock), (_RVCStyle, ours)):
         model = get_peft_model(model_cls(weight_norm), config_cls(r=2, target_modules=r"convs\.\w+"))
         layers = model.base_model.model.convs
-        assert {name: type(layer) for name, layer in layers.items()} == {**expected, "grouped": grouped}, model_cls
+        wanted = stock_everywhere if (model_cls is _Plain and config_cls is LoraConfig) else {**expected, "grouped": grouped}
+        assert {name: type(layer) for name, layer in layers.items()} == wanted, model_cls
         in_per_rank = 4 if grouped is stock else 2  # lora_A: stock (r, in, k), ours (r, in/g, k)
         assert tuple(layers["grouped"].lora_A["default"].weight.shape) == (2, in_per_rank, 3)
 
@@ -182,7 +177,7 @@ def test_stock_peft_adapter_on_a_grouped_conv_of_a_non_rvc_model_loads_unchanged
     assert is_registered()
     with pytest.warns(UserWarning, match=r"groups > 1\. Merging is not supported"):  # PEFT's own layer says so
         loaded = PeftModel.from_pretrained(hubert(), str(tmp_path))
-    assert type(loaded.base_model) is RVCLoraModel
+    assert type(loaded.base_model) is peft_lora.LoraModel  # not an RVC network: PEFT's own tuner
     conv = loaded.base_model.model.encoder.pos_conv_embed.conv
     assert type(conv) is peft_lora_layer.Conv1d and tuple(conv.lora_A["default"].weight.shape) == (4, 16, 8)
     with torch.no_grad():
@@ -202,71 +197,24 @@ def test_stock_peft_fails_where_we_work() -> None:
             model(*toy_inputs())
 
 
-def _parameters(function) -> list[str]:
-    return list(inspect.signature(function).parameters)
+def test_private_peft_apis_are_still_there() -> None:
+    """Fails with one line per changed internal (what, where we use it, why) when a PEFT release moves one."""
+    from rvc_peft.tuners.peft_internals import PRIVATE_APIS, check_peft_internals
+
+    assert len(PRIVATE_APIS) >= 10 and all(api.reason and api.used_in for api in PRIVATE_APIS)
+    problems = check_peft_internals()
+    assert not problems, "\n".join(problems)
 
 
-def test_pinned_peft_internals() -> None:
-    """Fails loudly if a PEFT upgrade changes an internal rvc_peft relies on (see rvc_peft/tuners/*)."""
-    assert Version("0.21") <= Version(peft.__version__) < Version("0.22"), peft.__version__
-    # the tuner registry, looked up at call time by every entry point
-    assert isinstance(peft.mapping.PEFT_TYPE_TO_TUNER_MAPPING, dict)
-    assert isinstance(peft.mapping.PEFT_TYPE_TO_MIXED_MODEL_MAPPING, dict)
-    assert "PEFT_TYPE_TO_TUNER_MAPPING[peft_config.peft_type]" in inspect.getsource(peft.peft_model.PeftModel.__init__)
-    assert "PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type]" in inspect.getsource(peft.utils.save_and_load)
-    # LoraModel hooks we override or call (ours is an instance method: PEFT must keep calling it through self)
-    assert isinstance(inspect.getattr_static(peft_lora.LoraModel, "_create_new_module"), staticmethod)
-    assert _parameters(peft_lora.LoraModel._create_new_module) == ["lora_config", "adapter_name", "target", "kwargs"]
-    assert "self._create_new_module(lora_config, adapter_name, target," in inspect.getsource(
-        peft_lora.LoraModel._create_and_replace
-    )
-    assert _parameters(peft_lora.LoraModel._svd_generalized_task_arithmetic_weighted_adapter) == [
-        "self", "combination_type", "adapters", "weights", "new_rank", "target", "target_lora_A", "target_lora_B",
-        "density", "majority_sign_method", "clamp", "full_matrices", "driver",
-    ]
-    assert _parameters(peft_lora.LoraModel.add_weighted_adapter)[:5] == [
-        "self", "adapters", "weights", "adapter_name", "combination_type",
-    ]
-    assert _parameters(BaseTuner.inject_adapter) == [
-        "self", "model", "adapter_name", "autocast_adapter_dtype", "low_cpu_mem_usage", "state_dict",
-    ]
-    assert _parameters(BaseTuner._unload_and_optionally_merge) == [
-        "self", "merge", "progressbar", "safe_merge", "adapter_names",
-    ]
-    assert _parameters(peft_lora.LoraModel._prepare_adapter_config) == ["self", "peft_config", "model_config"]
-    assert _parameters(BaseTuner._remap_adapter_state_dict_for_load) == ["model", "config", "adapter_name", "state_dict"]
-    assert "self.base_model.inject_adapter(" in inspect.getsource(peft.peft_model.PeftModel.add_adapter)
-    # add_weighted_adapter still builds the new config with dataclasses.replace and calls our SVD hook
-    source = inspect.getsource(peft_lora.LoraModel.add_weighted_adapter)
-    assert "replace(" in source and "self._svd_generalized_task_arithmetic_weighted_adapter(" in source
-    assert "target_lora_A.data[: loras_A.shape[0], :] = loras_A" in source  # the flat "cat" we regroup
-    # LoraLayer conventions our layers follow
-    layer = peft_lora.LoraLayer
-    assert {"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B"} <= set(layer.adapter_layer_names)
-    assert {"r", "lora_alpha", "scaling", "lora_dropout", "lora_bias"} <= set(layer.other_param_names)
-    assert _parameters(layer.reset_lora_parameters) == ["self", "adapter_name", "init_lora_weights"]
-    assert _parameters(layer._mixed_batch_forward) == ["self", "x", "args", "adapter_names", "kwargs"]
-    assert _parameters(layer._check_forward_args) == ["self", "x", "args", "kwargs"]
-    assert _parameters(layer.resolve_lora_variant) == ["self", "config", "kwargs"]
-    assert hasattr(peft_lora.layer, "VARIANT_KWARG_KEYS")
-    assert "_get_in_out_features(base_layer)" in inspect.getsource(layer.__init__)
-    # the stock dispatch still cannot handle ConvTranspose1d (else our override could shrink)
-    assert "ConvTranspose1d" not in inspect.getsource(peft_lora_layer.dispatch_default)
-    # configs: auto_mapping carries our RVC facts; save_pretrained passes auto_mapping_dict through
-    assert "auto_mapping" in {f.name for f in dataclasses.fields(LoraConfig)}
-    assert "peft_config.save_pretrained(output_dir, auto_mapping_dict=auto_mapping_dict)" in inspect.getsource(
-        peft.peft_model.PeftModel.save_pretrained
-    )
-    assert hasattr(LoraConfig(), "_custom_modules")
-    # hot-swapping copies same-shape tensors in place
-    from peft.utils import hotswap
+def test_the_internals_check_reports_a_changed_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is real: hide one internal and it names it, with where and why it is used."""
+    from rvc_peft.tuners.peft_internals import check_peft_internals
 
-    assert _parameters(hotswap.hotswap_adapter_from_state_dict) == [
-        "model", "state_dict", "adapter_name", "config", "parameter_prefix",
-    ]
-    # push_to_hub comes from transformers' mixin (we route RVC adapters through our own upload)
-    assert "push_to_hub" in PeftModel.__dict__ and PeftModel.push_to_hub is rvc_peft.tuners.registration._rvc_push_to_hub
-    assert _parameters(rvc_peft.tuners.registration._saved["push_to_hub"])[:2] == ["self", "repo_id"]
+    monkeypatch.delattr(BaseTuner, "_remap_adapter_state_dict_for_load")
+    problems = check_peft_internals()
+    assert len(problems) == 1
+    assert "BaseTuner._remap_adapter_state_dict_for_load" in problems[0] and "AttributeError" in problems[0]
+    assert "rvc_peft/tuners/lora/model.py" in problems[0] and "refused there" in problems[0]
 
 
 def test_rvc_config_works_without_the_registered_tuner() -> None:
@@ -286,13 +234,9 @@ def test_rvc_config_works_without_the_registered_tuner() -> None:
         assert model(x, speaker).shape == (3, 1, 160)
 
 
-def test_push_to_hub_routes_only_rvc_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rvc_peft.testing import random_synthesizer, small_config
-    from rvc_peft.tuners import api, registration
+def test_peft_model_push_to_hub_is_not_patched() -> None:
+    """PeftModel.push_to_hub stays transformers' own; the RVC card goes up with rvc_peft.push_adapter_to_hub."""
+    from transformers.utils.hub import PushToHubMixin
 
-    calls: list[tuple[str, str]] = []
-    monkeypatch.setitem(registration._saved, "push_to_hub", lambda self, repo_id, **kw: calls.append(("stock", repo_id)))
-    monkeypatch.setattr(api, "push_adapter_to_hub", lambda model, repo_id, **kw: calls.append(("rvc", repo_id)))
-    get_peft_model(LinearOnly(), LoraConfig(r=2, target_modules=["a"])).push_to_hub("org/plain")
-    get_peft_model(random_synthesizer(small_config()), LoraConfig(r=2)).push_to_hub("org/voice", private=True)
-    assert calls == [("stock", "org/plain"), ("rvc", "org/voice")]
+    assert "push_to_hub" not in PeftModel.__dict__
+    assert PeftModel.push_to_hub is PushToHubMixin.push_to_hub

@@ -419,7 +419,7 @@ def test_final_adapter_save_on_a_full_disk(tmp_path, monkeypatch) -> None:
     model = get_rvc_peft_model(random_synthesizer(small_config("v1", True, 40000)),
                                RVCLoraConfig(target_modules="generator", r=2, lora_alpha=4))
     out = tmp_path / "my_voice"
-    trainer = SimpleNamespace(accelerator=SimpleNamespace(unwrap_model=lambda m: m), net_g=model, output_dir=out)
+    trainer = SimpleNamespace(generator=model, output_dir=out)
     monkeypatch.setattr(finalize, "training_summary", lambda trainer, elapsed: {"steps": 10})
     with umask(0o022):
         assert finalize._save_adapter(trainer, 1.0) == out

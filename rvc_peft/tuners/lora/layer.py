@@ -12,12 +12,14 @@ layers. These layers fix all of that while keeping PEFT's parameter layout:
 merging is exact and grouped layers stay mergeable. Merging *assigns* the new weight (`module.weight = W + ΔW`), which
 goes through the weight-norm re-parametrisation (g, v are re-derived) instead of being silently dropped.
 
-Which `Conv1d` targets get `LoraConv1d` (`needs_rvc_conv1d`): dilated or non-"zeros"-padded ones everywhere (PEFT's
-layer crashes or computes the wrong output), weight-normed ungrouped ones everywhere (same parameter layout as PEFT's,
-whose merge would be lost), and grouped ones only on RVC networks (`provenance.is_rvc_network`). On other models a
-grouped conv keeps PEFT's layer: its `lora_A` is `(r, in, k)`, not our `(r, in/g, k)`, so adapters made with stock
-PEFT keep loading and computing the same, and PEFT refuses to merge it with a clear error rather than silently.
-`ConvTranspose1d` always gets `LoraConvTranspose1d` (PEFT has no layer for it).
+Where these layers are used (`dispatch_rvc`, `needs_rvc_conv1d`): `ConvTranspose1d` always gets
+`LoraConvTranspose1d` (PEFT has no layer for it). On RVC networks (`provenance.is_rvc_network`) a `Conv1d` gets
+`LoraConv1d` when PEFT's layer would be wrong: dilated or non-"zeros"-padded (PEFT's crashes or computes the wrong
+output), grouped (PEFT's cannot merge) or weight-normed (PEFT's merge would be lost). On any other model `Conv1d`
+targets keep PEFT's layer, exactly as stock PEFT, unless the config is an `RVCLoraConfig`, which opts in through
+PEFT's custom-module hook (`conv1d_layer_factory`): then dilated, non-"zeros"-padded and weight-normed ones get ours,
+while grouped ones keep PEFT's (its `lora_A` is `(r, in, k)`, not our `(r, in/g, k)`, so adapters made with stock
+PEFT keep loading, and PEFT refuses to merge them with a clear error rather than silently).
 """
 
 from __future__ import annotations
@@ -35,51 +37,9 @@ from peft.utils.warning import PeftWarning
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ...models.weight_norm import assign_weight, legacy_weight_norm_hooks
+
 SUPPORTED_INITS = (True, False, "gaussian")
-
-
-# --- weight norm ----------------------------------------------------------------------------------------------------
-
-def legacy_weight_norm_hooks(module: nn.Module) -> list[Any]:
-    """The `torch.nn.utils.weight_norm` (legacy) hooks registered on `module`."""
-    return [hook for hook in module._forward_pre_hooks.values() if type(hook).__name__ == "WeightNorm"]
-
-
-def refresh_legacy_weight_norm(model: nn.Module) -> None:
-    """Recompute `module.weight` from (g, v) for every legacy weight-normed module.
-
-    A legacy weight-normed module's `weight` is a plain attribute refreshed only by its forward pre-hook. After a
-    transformers 5 meta-device load it is still on `meta` until the first forward, and PEFT puts new LoRA weights on
-    `base_layer.weight.device`, i.e. on meta. Refreshing first keeps the adapters on the real device.
-    """
-    for module in model.modules():
-        for hook in legacy_weight_norm_hooks(module):
-            g = getattr(module, hook.name + "_g", None)
-            if g is not None and g.device.type != "meta":
-                setattr(module, hook.name, hook.compute_weight(module))
-
-
-def assign_weight(module: nn.Module, new_weight: torch.Tensor) -> None:
-    """Set the effective `module.weight` to `new_weight`, whatever parametrises it.
-
-    * `parametrizations.weight_norm` (or any parametrization with a right inverse): assignment runs the right
-      inverse, so (g, v) become (‖W'‖, W') and the layer keeps its weight norm;
-    * legacy `weight_norm`: v ← W', g ← ‖W'‖ over all axes but the hook's dim, then `weight` is recomputed;
-    * plain weight: copied in place (the Parameter object, and optimizer references to it, are kept).
-    """
-    with torch.no_grad():
-        if parametrize.is_parametrized(module, "weight"):
-            module.weight = new_weight.to(module.weight.dtype)
-            return
-        hooks = [hook for hook in legacy_weight_norm_hooks(module) if hook.name == "weight"]
-        if hooks:
-            hook = hooks[0]
-            g, v = module.weight_g, module.weight_v
-            v.copy_(new_weight.to(v.dtype))
-            g.copy_(torch.norm_except_dim(v, 2, hook.dim).to(g.dtype))
-            module.weight = hook.compute_weight(module)
-            return
-        module.weight.data.copy_(new_weight.to(module.weight.dtype))
 
 
 # --- the rank-first transposed conv used as lora_A --------------------------------------------------------------
@@ -438,12 +398,12 @@ def dispatch_rvc(
 ) -> nn.Module | None:
     """Build an rvc_peft LoRA layer for `target`, or return None to leave it to PEFT's dispatchers.
 
-    `rvc_network`: whether `target` belongs to an RVC network (decides grouped Conv1d layers, see `needs_rvc_conv1d`).
+    `rvc_network`: whether `target` belongs to an RVC network; elsewhere only `ConvTranspose1d` gets our layer.
     """
     base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
     if isinstance(base, nn.ConvTranspose1d):
         return LoraConvTranspose1d(target, adapter_name, config=config, **kwargs)
-    if isinstance(base, nn.Conv1d) and needs_rvc_conv1d(base, rvc_network=rvc_network):
+    if rvc_network and isinstance(base, nn.Conv1d) and needs_rvc_conv1d(base, rvc_network=True):
         return LoraConv1d(target, adapter_name, config=config, **kwargs)
     return None
 
@@ -451,8 +411,9 @@ def dispatch_rvc(
 def conv1d_layer_factory(target: nn.Module, adapter_name: str, config: LoraConfig, **kwargs: Any) -> nn.Module:
     """LoRA layer for a Conv1d target via PEFT's custom-module hook: ours where PEFT's is wrong, else PEFT's.
 
-    Only reached where the registered tuner is bypassed (PEFT's mixed models, `stock_peft()`; `RVCLoraModel` decides
-    itself). PEFT passes no model here, so grouped convs follow the non-RVC rule: PEFT's layer.
+    Registered by `RVCLoraConfig`: the opt-in to our layers on non-RVC models, and the fallback where the registered
+    tuner is bypassed (PEFT's mixed models, `stock_peft()`). PEFT passes no model here, so grouped convs follow the
+    non-RVC rule: PEFT's layer.
     """
     from peft.tuners.lora.layer import Conv1d as PeftLoraConv1d
 

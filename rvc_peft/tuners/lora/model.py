@@ -1,18 +1,20 @@
-"""`RVCLoraModel`: PEFT's `LoraModel` with 1-D conv layers that work, installed as the LoRA tuner by rvc_peft.
+"""`RVCLoraModel`: the LoRA tuner entry rvc_peft installs in PEFT — PEFT's `LoraModel` for every model, plus RVC's.
 
-Everything PEFT does for LoRA keeps working (adapters stay `peft_type: LORA`); on top of it:
+`RVCLoraModel(model, config, adapter_name)` returns a plain `peft.LoraModel` for any model that is not an RVC network
+(`provenance.is_rvc_network`) and has no `nn.ConvTranspose1d`: after `import rvc_peft` PEFT behaves exactly as stock
+on such models. Otherwise it is an `RVCLoraModel`, PEFT's `LoraModel` (adapters stay `peft_type: LORA`) plus:
 
-* `nn.ConvTranspose1d` targets get `LoraConvTranspose1d`, and `nn.Conv1d` targets that PEFT's layer gets wrong
-  (dilated, non-zero padding mode, weight-normed) get `LoraConv1d`. Grouped `Conv1d` targets get `LoraConv1d`
-  (mergeable) on RVC networks only (`provenance.is_rvc_network`: synthesizer, discriminators); on other models they
-  keep PEFT's layer, so adapters saved with stock PEFT keep loading (see `layer.needs_rvc_conv1d`). All other
-  modules go to PEFT unchanged;
+* `nn.ConvTranspose1d` targets get `LoraConvTranspose1d` on any model (stock PEFT refuses the layer type); on RVC
+  networks `Conv1d` targets that PEFT's layer gets wrong (dilated, non-zero padding mode, grouped, weight-normed) get
+  `LoraConv1d` (see `layer.needs_rvc_conv1d`). All other modules go to PEFT unchanged;
 * weighted adapter combinations ("cat", "svd" and its variants) are correct for these layers, grouped ones included
-  (SVD per group; concatenation group by group); PEFT's grouped layer on other models combines as in stock PEFT;
+  (SVD per group; concatenation group by group); PEFT's own layers combine as in stock PEFT;
 * on an RVC model: string presets in `target_modules` ("generator", "all", ...), the default target "generator",
   provenance facts recorded on injection and checked when an adapter made for another base is loaded, and an
-  adapter-vs-model shape check that fails with a clear message instead of a size-mismatch crash;
+  adapter-vs-model check that fails with a clear message instead of a size-mismatch crash or a silently plain base;
 * legacy `torch.nn.utils.weight_norm` weights are refreshed before injection (transformers 5 meta-device loading).
+
+The PEFT internals this relies on are listed, with the reason for each, in `rvc_peft.tuners.peft_internals`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from peft.tuners.lora.model import LoraModel
 from peft.utils.merge_utils import dare_linear, dare_ties, magnitude_prune, task_arithmetic, ties
 from torch import nn
 
+from ...models.weight_norm import refresh_legacy_weight_norm
 from ..provenance import (
     check_adapter_state,
     check_compatible,
@@ -38,17 +41,16 @@ from ..provenance import (
     rvc_facts,
     store_facts,
 )
-from .config import DEFAULT_PRESET, RVCLoraConfig, is_target_preset, target_modules_for
+from .config import RVCLoraConfig
 from .layer import (
     LoraConvTranspose1d,
     _LoraConv1dBase,
     conv1d_layer_factory,
     dispatch_rvc,
-    refresh_legacy_weight_norm,
 )
+from .presets import DEFAULT_PRESET, is_target_preset, target_modules_for
 
 _OWN_FALLBACK_LAYERS = (LoraConvTranspose1d, conv1d_layer_factory)  # what RVCLoraConfig registers
-_SVD_TYPES = ("svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "magnitude_prune_svd")
 
 
 def _custom_module_claims(config: Any, target: nn.Module) -> bool:
@@ -102,8 +104,30 @@ def _made_for(config: Any) -> str:
     return f"made for base '{name}'"
 
 
+def needs_rvc_tuner(model: nn.Module, peft_config: Any = None) -> bool:
+    """True if `model` gets `RVCLoraModel` (else stock PEFT's `LoraModel`): an RVC network, a model with a
+    `ConvTranspose1d`, or any model an RVC adapter (a config carrying RVC facts) is loaded onto, so that the adapter
+    is refused with a clear message instead of a size-mismatch crash."""
+    configs = peft_config.values() if isinstance(peft_config, dict) else [peft_config]
+    return (
+        is_rvc_network(model)
+        or any(isinstance(module, nn.ConvTranspose1d) for module in model.modules())
+        or any(config is not None and facts_of_config(config) is not None for config in configs)
+    )
+
+
 class RVCLoraModel(LoraModel):
     """The LoRA tuner rvc_peft installs for `PeftType.LORA` (see the module docstring)."""
+
+    def __new__(cls, model: nn.Module | None = None, *args: Any, **kwargs: Any) -> LoraModel:
+        # PEFT builds its tuner as `PEFT_TYPE_TO_TUNER_MAPPING[peft_type](model, config, adapter_name, ...)`. Returning
+        # a stock LoraModel here (not an instance of cls, so Python does not run our __init__ on it) keeps every
+        # other model on PEFT's own code path.
+        peft_config = args[0] if args else kwargs.get("peft_config")
+        # (copy.deepcopy and pickle call __new__ with no arguments: they rebuild an existing tuner of this class)
+        if cls is RVCLoraModel and model is not None and not needs_rvc_tuner(model, peft_config):
+            return LoraModel(model, *args, **kwargs)
+        return super().__new__(cls)
 
     # --- layer creation -------------------------------------------------------------------------------------------
     # Whether the model being injected is an RVC network (grouped Conv1d layers then get our layer). PEFT's
@@ -220,12 +244,18 @@ class RVCLoraModel(LoraModel):
             }
 
     def _regroup_cat(self, adapters: list[str], weights: list[float], adapter_name: str) -> None:
-        """Redo "cat" for grouped layers group by group (PEFT's flat concatenation mixes up the groups)."""
+        """Redo "cat" for grouped layers group by group (PEFT's flat concatenation mixes up the groups), and divide
+        the new adapter's own scaling out of ungrouped conv layers (PEFT leaves it in: wrong when it is not 1, i.e.
+        with use_rslora, where it is √r)."""
         for module in self.model.modules():
-            if not isinstance(module, _LoraConv1dBase) or adapter_name not in module.lora_A:
+            ours = isinstance(module, _LoraConv1dBase) or (self._rvc_network and isinstance(module, PeftLoraConv1d))
+            if not ours or adapter_name not in module.lora_A:
                 continue
             groups = module.get_base_layer().groups
             if groups == 1:
+                scaling = module.scaling[adapter_name]
+                if scaling != 1:
+                    module.lora_B[adapter_name].weight.data /= scaling
                 continue
             new_A, new_B = module.lora_A[adapter_name].weight, module.lora_B[adapter_name].weight
             new_rank_per_group = new_A.shape[0] // groups
@@ -258,7 +288,9 @@ class RVCLoraModel(LoraModel):
 
         A reduced SVD is used (the kept singular vectors are the same as with full matrices).
         """
-        if not isinstance(target, (_LoraConv1dBase, PeftLoraConv1d)):
+        # PEFT's own Conv1d layer (plain convs) flattens ΔW the same way ours does; on other models keep stock PEFT
+        ours = isinstance(target, _LoraConv1dBase) or (self._rvc_network and isinstance(target, PeftLoraConv1d))
+        if not ours:
             return super()._svd_generalized_task_arithmetic_weighted_adapter(
                 combination_type, adapters, weights, new_rank, target, target_lora_A, target_lora_B, density,
                 majority_sign_method, clamp, full_matrices=full_matrices, driver=driver,
