@@ -15,8 +15,9 @@ fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt)
 # torch first and pinned: anything resolving a bare "torch" would pull a multi-GB CUDA build.
 "${PIP[@]}" "torch==2.13.0" "setuptools<82" wheel
+# `app`: the web app (Gradio) and Playwright for its browser tests (they drive the system's chromium, see below).
 # `lab`: the voice lab's Piper voice (piper-tts needs only onnxruntime: no torch, so no CUDA build is pulled).
-"${PIP[@]}" -e ".[all,dev,lab]"
+"${PIP[@]}" -e ".[all,dev,lab,app]"
 # --- quality metrics for `rvc-peft eval` (SECS with Resemblyzer, DNSMOS with speechmos) -------------------------
 # The `quality` extra (part of `all` above) brings webrtcvad-wheels, speechmos, onnxruntime and requests.
 # resemblyzer goes in with --no-deps: it declares `webrtcvad` (sdist-only, needs a compiler; webrtcvad-wheels
@@ -42,6 +43,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v espeak-ng >/dev/null || missing+=(espeak-ng)
   command -v flite >/dev/null || missing+=(flite)
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  # the browser of the web app's browser tests (tests/app), driven headless by Playwright
+  command -v chromium >/dev/null || missing+=(chromium)
   # festival and the three voices of the voice lab's corpus (rvc_peft.lab.corpus)
   command -v text2wave >/dev/null || missing+=(festival)
   for pkg in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; do
@@ -61,5 +64,13 @@ if [ "$want_tests" = 1 ] && ! { command -v espeak-ng && command -v flite && comm
   fi
   echo "warning: espeak-ng, flite or festival is missing; speech tests will be skipped (apt-get install espeak-ng" \
        "flite ffmpeg festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)" >&2
+fi
+if [ "$want_tests" = 1 ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  # the web app's browser tests would be skipped: fine on a developer machine, not in CI
+  if [ -n "${CI:-}" ]; then
+    echo "error: chromium is missing, so the web app's browser tests cannot run (apt-get install chromium)" >&2
+    exit 1
+  fi
+  echo "warning: chromium is missing; the web app's browser tests will be skipped (apt-get install chromium)" >&2
 fi
 echo "rvc-peft environment ready in .venv"
