@@ -18,7 +18,7 @@ def _add_preprocess_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "preprocess",
         help="turn a folder of recordings into a training dataset (RVC slicing, pitch, content features)",
-        description="Slice, normalise and featurise every audio file under AUDIO_DIR the way RVC does, into "
+        description="Slice, normalise and featurize every audio file under AUDIO_DIR the way RVC does, into "
                     "OUT_DIR/dataset (a `datasets` dataset) and OUT_DIR/rvc_dataset.json. Re-running skips files "
                     "already done (cache in OUT_DIR/work). Files in a first-level sub-folder named by a number "
                     "(AUDIO_DIR/3/...) get that speaker id; all others get --speaker-id.",
@@ -144,6 +144,16 @@ def _run_index(args: argparse.Namespace) -> int:
 
 # --- convert ------------------------------------------------------------------------------------------------------
 
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--backend and --precision: how `convert` and `stream` run the synthesizer (`inference/backends.py`)."""
+    parser.add_argument("--backend", default="torch", choices=("torch", "torch-fast", "onnx"),
+                        help="synthesizer runtime: torch (reference), torch-fast (fused fast path, same output in "
+                             "fp32) or onnx (onnxruntime; the voice is exported once) (default torch)")
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+                        help="synthesizer precision: fp32, bf16 (torch-fast; CPUs with avx512_bf16/AMX, GPUs) or "
+                             "fp16 (GPUs) (default fp32, fp16 with --half)")
+
+
 def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
@@ -184,6 +194,7 @@ def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="replace existing output files (inputs are never replaced)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--half", action="store_true", help="float16 with RVC's fp16 windowing (GPU)")
+    _add_runtime_options(parser)
     parser.add_argument("--seed", type=int, default=None, help="seed the synthesizer noise (reproducible output)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=_run_convert)
@@ -192,9 +203,10 @@ def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .inference import VoiceConverter
+    from .inference import ConversionSettings, VoiceConverter
     from .inference.batch import collect_inputs, convert_files, plan_outputs
 
+    settings = ConversionSettings.from_cli_args(args)  # a bad --protect etc. fails here, before the models load
     if str(args.device).startswith("cpu"):
         from .runtime import retain_freed_memory
 
@@ -207,12 +219,10 @@ def _run_convert(args: argparse.Namespace) -> int:
     adapters = {args.adapter_name: args.adapter} if args.adapter and args.adapter_name else args.adapter
     converter = VoiceConverter.from_pretrained(
         args.base, adapters, content_encoder=args.content_encoder, f0_method=args.f0_method, rmvpe=args.rmvpe,
-        index=args.index, device=args.device, half=args.half, seed=args.seed,
+        index=args.index, device=args.device, half=args.half, seed=args.seed, backend=args.backend,
+        precision=args.precision,
     )
-    settings = {"f0_up_key": args.pitch, "index_rate": args.index_rate, "protect": args.protect,
-                "rms_mix_rate": args.rms_mix_rate, "filter_radius": args.filter_radius,
-                "resample_sr": args.resample_sr, "speaker_id": args.speaker_id}
-    report = convert_files(lambda path: converter.convert(path, **settings), inputs, outputs,
+    report = convert_files(lambda path: converter.convert(path, settings=settings), inputs, outputs,
                            subtype="FLOAT" if args.float else "PCM_16", progress=not args.no_progress,
                            overwrite=args.overwrite)
     # the paths actually written: a name taken by another run while converting sends the file to the next free one
@@ -225,6 +235,104 @@ def _run_convert(args: argparse.Namespace) -> int:
     for path, reason in report.failed:
         print(f"  failed: {reason}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+# --- stream -------------------------------------------------------------------------------------------------------
+
+def _add_stream_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "stream",
+        help="convert audio block by block with bounded latency (RVC's realtime algorithm): a file, or --live",
+        description="Stream a file through the realtime converter (ring buffer of extra context + block, features "
+                    "and pitch per window, SOLA-aligned crossfades) and write the result aligned with the input, "
+                    "with a report of the algorithmic latency and the per-block processing time. --live converts "
+                    "the microphone to the speakers (needs the optional package sounddevice).",
+    )
+    parser.add_argument("inputs", nargs="?", default=None, metavar="INPUT", help="audio file to stream (not with --live)")
+    parser.add_argument("--base", required=True, metavar="B", help="base model or exported voice: RVC .pth, "
+                        "rvc-peft model folder, or Hub reference (org/repo[/file.pth])")
+    parser.add_argument("--adapter", default=None, metavar="A", help="LoRA voice adapter folder or Hub id")
+    parser.add_argument("--adapter-name", default=None, metavar="N", help="name for the voice (default: folder name)")
+    parser.add_argument("--index", default=None, metavar="I", help="retrieval .index file")
+    parser.add_argument("--pitch", type=float, default=0.0, metavar="N", help="transpose by N semitones")
+    parser.add_argument("--f0-method", default="rmvpe", metavar="M",
+                        help="rmvpe, crepe, crepe-tiny, fcpe, harvest, dio or pm (default rmvpe; on a CPU fcpe, dio "
+                             "or pm keep up with real time, harvest does not)")
+    parser.add_argument("--index-rate", type=float, default=0.75, metavar="R", help="retrieval share (default 0.75)")
+    parser.add_argument("--protect", type=float, default=0.33, metavar="P",
+                        help="consonant protection, 0.5 disables (default 0.33)")
+    parser.add_argument("--rms-mix-rate", type=float, default=1.0, metavar="R",
+                        help="1 keeps the model's loudness (default), 0 follows the input's 40 ms envelope")
+    parser.add_argument("--filter-radius", type=int, default=3, help="harvest median filter switch (default 3)")
+    parser.add_argument("--speaker-id", type=int, default=None, help="speaker row (default: the voice's, else 0)")
+    parser.add_argument("--content-encoder", default="lj1995/VoiceConversionWebUI/hubert_base.pt", metavar="PATH",
+                        help="HuBERT/ContentVec: transformers folder, fairseq .pt or Hub reference")
+    parser.add_argument("--rmvpe", default=None, metavar="PATH", help="rmvpe.pt file or Hub reference")
+    parser.add_argument("--block-ms", type=float, default=500.0, help="audio per block (default 500)")
+    parser.add_argument("--extra-ms", type=float, default=1000.0, help="past context per block (default 1000)")
+    parser.add_argument("--crossfade-ms", type=float, default=50.0, help="crossfade between blocks (default 50)")
+    parser.add_argument("--sola-search-ms", type=float, default=10.0, help="SOLA alignment search (default 10)")
+    parser.add_argument("-o", "--output", default=None, metavar="OUT", help="output audio file (file mode)")
+    parser.add_argument("--report", default=None, metavar="JSON", help="also write the timing report here")
+    parser.add_argument("--float", action="store_true", help="write float32 WAV instead of 16-bit")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--live", action="store_true", help="microphone in, speakers out (needs sounddevice)")
+    parser.add_argument("--seconds", type=float, default=None, help="--live: stop after this long (default: Ctrl-C)")
+    parser.add_argument("--input-device", default=None, help="--live: sounddevice input device (default: system's)")
+    parser.add_argument("--output-device", default=None, help="--live: sounddevice output device")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--half", action="store_true", help="float16 (GPU)")
+    _add_runtime_options(parser)
+    parser.add_argument("--seed", type=int, default=None, help="seed the synthesizer noise (reproducible output)")
+    parser.set_defaults(func=_run_stream)
+
+
+def _run_stream(args: argparse.Namespace) -> int:
+    import json
+
+    from .inference import VoiceConverter
+    from .inference.stream_io import live_audio_module, stream_file, stream_live
+    from .inference.streaming import StreamingConverter
+    from .utils.files import atomic_write
+
+    if args.live == (args.inputs is not None):
+        raise ValueError("give an INPUT file to stream, or --live (not both)")
+    if not args.live and args.output is None:
+        raise ValueError("-o/--output is needed: the file to write the streamed conversion to")
+    if args.live:
+        live_audio_module()  # a missing sounddevice fails before the models load
+    if str(args.device).startswith("cpu"):
+        from .runtime import retain_freed_memory
+
+        retain_freed_memory()
+    adapters = {args.adapter_name: args.adapter} if args.adapter and args.adapter_name else args.adapter
+    converter = VoiceConverter.from_pretrained(
+        args.base, adapters, content_encoder=args.content_encoder, f0_method=args.f0_method, rmvpe=args.rmvpe,
+        index=args.index, device=args.device, half=args.half, seed=args.seed, backend=args.backend,
+        precision=args.precision,
+    )
+    streamer = StreamingConverter(
+        converter, block_seconds=args.block_ms / 1000, extra_seconds=args.extra_ms / 1000,
+        crossfade_seconds=args.crossfade_ms / 1000, sola_search_seconds=args.sola_search_ms / 1000,
+        f0_up_key=args.pitch, index_rate=args.index_rate, protect=args.protect, rms_mix_rate=args.rms_mix_rate,
+        filter_radius=args.filter_radius, speaker_id=args.speaker_id,
+    )
+    if args.live:
+        print(f"live: {streamer.latency_seconds * 1000:.0f} ms algorithmic latency; Ctrl-C stops", flush=True)
+        report = stream_live(streamer, seconds=args.seconds, input_device=args.input_device,
+                             output_device=args.output_device)
+    else:
+        result = stream_file(streamer, args.inputs, args.output, subtype="FLOAT" if args.float else "PCM_16",
+                             overwrite=args.overwrite)
+        report = result.report
+        print(f"streamed {report['audio_seconds']:.2f} s in {report['blocks']} blocks -> {result.path}")
+    print(f"algorithmic latency {report['algorithmic_latency_ms']:.0f} ms (block {report['block_ms']:.0f} + "
+          f"crossfade {report['crossfade_ms']:.0f} + SOLA search {report['sola_search_ms']:.0f}); per-block "
+          f"processing mean {report['processing_ms_mean'] or 0:.1f} ms, p95 {report['processing_ms_p95'] or 0:.1f} ms; "
+          f"real-time factor {report['real_time_factor'] or 0:.3f}")
+    if args.report:
+        atomic_write(args.report, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8"))
+    return 0
 
 
 # --- eval ---------------------------------------------------------------------------------------------------------
@@ -301,6 +409,25 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- app ----------------------------------------------------------------------------------------------------------
+
+def _add_app_parser(subparsers: argparse._SubParsersAction) -> None:
+    from .app.launch import add_arguments  # argparse only: Gradio and torch load in _run_app
+
+    add_arguments(subparsers.add_parser(
+        "app",
+        help="start the web app (Gradio): convert, blend, train and compare voices in the browser",
+        description="Serve the rvc-peft web app: Convert, Voices (add, blend, export), Train and Compare tabs over "
+                    "one base (default: the voice-lab base). Needs the app extra: pip install \"rvc-peft[app]\".",
+    )).set_defaults(func=_run_app)
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    from .app.launch import serve
+
+    return serve(args)
+
+
 # --- train --------------------------------------------------------------------------------------------------------
 
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -340,7 +467,7 @@ def _add_export_onnx_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="model.onnx", help="output file (written atomically)")
     parser.add_argument("--layout", default="webui", choices=("webui", "vcclient"),
                         help="input/output layout (default webui; vcclient is always opset 17)")
-    parser.add_argument("--half", action="store_true", help="fp16 weights and compute, for GPU providers (webui keeps float32 "
+    parser.add_argument("--half", "--fp16", action="store_true", help="fp16 weights and compute, for GPU providers (webui keeps float32 "
                         "inputs/output; vcclient has fp16 ones, as VCClient binds them)")
     parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 13..20 (default 17)")
     parser.add_argument("--sample-rate", default=None, help="base sample rate if its shapes are ambiguous (e.g. 40k)")
@@ -481,10 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_onnx_parser(subparsers)
     _add_index_parser(subparsers)
     _add_convert_parser(subparsers)
+    _add_stream_parser(subparsers)
     _add_eval_parser(subparsers)
     _add_train_parser(subparsers)
     _add_lab_corpus_parser(subparsers)
     _add_lab_base_parser(subparsers)
+    _add_app_parser(subparsers)
     for subparser in dict.fromkeys(subparsers.choices.values()):  # every subcommand, whoever added it
         _add_output_options(subparser, top_level=False)
     return parser

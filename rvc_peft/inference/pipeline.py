@@ -16,16 +16,17 @@ One deliberate difference: RVC trims every segment by `[t_pad_tgt : -t_pad_tgt]`
 about half of the segment boundaries of long files (see `segmentation.plan_segments`). We keep exactly the output
 that covers each segment, so long files stay continuous; `rvc_trim=True` restores RVC's trimming.
 
-The module is one class, `VoiceConverter`, kept whole (a little over 500 lines) so that RVC's pipeline reads top to
-bottom in RVC's order; the self-contained steps live beside it (`segmentation`, `audio_io`, `voices`).
+The per-call settings (key, index, index rate, protect, RMS mix, ...) are one validated `ConversionSettings`
+(`settings.py`), passed as `settings=` or as keyword arguments. The module is one class, `VoiceConverter`, kept whole
+so that RVC's pipeline reads top to bottom in RVC's order; the self-contained steps live beside it (`segmentation`,
+`audio_io`, `voices`, `settings`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,12 +54,15 @@ from .segmentation import (
     plan_segments,
     reflect_pad,
 )
+from .settings import ConversionSettings, PitchFunction
 
 if TYPE_CHECKING:
-    from ..models import RVCSynthesizer
-    from .voices import VoiceBank
+    from typing_extensions import Unpack
 
-PitchFunction = Callable[[np.ndarray, int], np.ndarray]  # (audio16k [L], p_len) -> f0 Hz [p_len], no key shift
+    from ..models import RVCSynthesizer
+    from .settings import ConversionOverrides
+    from .streaming import StreamingConverter
+    from .voices import VoiceBank
 
 
 @dataclass
@@ -140,6 +144,13 @@ class VoiceConverter:
         merge_single_voice: merge a voice's LoRA into the base while it is used alone (fast path).
         rvc_trim: reproduce RVC's segment trimming exactly (see the module docstring).
         batch_size: segments synthesised per forward pass.
+        backend: how the synthesizer runs (`backends.py`): "torch" (reference path, default), "torch-fast" (fused,
+            folded, channels-last copy per voice: same output to 1e-4 in fp32) or "onnx" (each voice exported once
+            and run by onnxruntime). "torch-fast" and "onnx" run one voice per batch.
+        precision: the synthesizer's precision, "fp32", "bf16" ("torch-fast" only: CPUs with avx512_bf16/AMX, GPUs)
+            or "fp16" (GPUs); default "fp16" with `half`, else "fp32".
+        onnx_cache_dir: where backend "onnx" writes its exported voices (default: a temporary folder, removed with
+            the converter).
     """
 
     def __init__(
@@ -157,9 +168,13 @@ class VoiceConverter:
         merge_single_voice: bool = True,
         rvc_trim: bool = False,
         batch_size: int = 4,
+        backend: str = "torch",
+        precision: str | None = None,
+        onnx_cache_dir: str | os.PathLike | None = None,
     ) -> None:
         from peft import PeftModel
 
+        from .backends import make_backend
         from .voices import VoiceBank
 
         if isinstance(model, VoiceBank):
@@ -191,8 +206,11 @@ class VoiceConverter:
         self.last_timings = ConversionTimings()
         self._index_cache: dict[str, Any] = {}
         self.device = next(self.voices.synthesizer.parameters()).device
+        self.precision = precision if precision is not None else ("fp16" if half else "fp32")
+        self.backend = make_backend(backend, self.precision, self.device, cache_dir=onnx_cache_dir)
+        if backend == "torch" and self.precision == "fp16":
+            self.voices.synthesizer.half()  # the other backends keep the bank float32 and cast their own copies
         if half:
-            self.voices.synthesizer.half()
             self.content_encoder.half()
 
     # --- construction ----------------------------------------------------------------------------------------
@@ -212,7 +230,8 @@ class VoiceConverter:
     ) -> VoiceConverter:
         """Load a base (any `load_synthesizer` source), adapters (paths/hub ids, or {name: path}) and the encoder.
 
-        Adapter names default to the folder names. Extra keyword arguments go to `VoiceConverter(...)`.
+        Adapter names default to the folder names. Extra keyword arguments go to `VoiceConverter(...)` (e.g.
+        `backend="torch-fast", precision="bf16"` or `backend="onnx"`).
         """
         from .voices import VoiceBank
 
@@ -243,69 +262,51 @@ class VoiceConverter:
     def convert(
         self,
         audio_or_path: AudioInput,
-        f0_up_key: float = 0,
-        index: Any = None,
-        index_rate: float = 0.75,
-        protect: float = 0.33,
-        rms_mix_rate: float = 0.25,
-        filter_radius: int = 3,
-        resample_sr: int = 0,
-        f0_method: str | PitchFunction | None = None,
-        speaker_id: int | None = None,
-        voice: str | None = None,
         *,
+        voice: str | None = None,
+        settings: ConversionSettings | None = None,
         input_sample_rate: int | None = None,
         progress: bool = False,
+        **overrides: Unpack[ConversionOverrides],
     ) -> tuple[np.ndarray, int]:
         """Convert one input to the given voice. Returns (float32 audio [N] in [-1, 1], sample rate).
 
         Args:
             audio_or_path: file path, array (`input_sample_rate`, default 16 kHz) or `(array, sample_rate)`.
-            f0_up_key: transpose in semitones.
-            index: retrieval index (object or `.index` path); default: the voice's, else the converter's.
-            index_rate: share of retrieved features (0 disables retrieval).
-            protect: keep this share of retrieved features on unvoiced frames (0.5 disables protection).
-            rms_mix_rate: 1 keeps the synthesizer's loudness envelope, 0 takes the input's.
-            filter_radius: harvest only: median filter (width 3) when > 2.
-            resample_sr: resample the output to this rate (0 = keep the model's rate; else ≥ 16000).
-            f0_method: overrides the converter's pitch method for this call.
-            speaker_id: speaker row of `emb_g`; default: the voice's, else the converter's.
             voice: name of a loaded voice (adapter or blend); None: the voice bank's active one (the base when no
                 voice is loaded); `VoiceBank.BASE` ("__base__"): the base alone.
+            settings: a `ConversionSettings` (key, index, index_rate, protect, rms_mix_rate, filter_radius,
+                resample_sr, f0_method, speaker_id); default: `ConversionSettings()` (RVC WebUI's defaults).
+            overrides: any of those settings as keyword arguments, applied on top of `settings`
+                (`convert(audio, f0_up_key=3, index_rate=0.5)`); an unknown keyword raises `TypeError` and a bad
+                value `ValueError`, both before any audio is read.
         """
-        return self.convert_batch([audio_or_path], [voice], f0_up_key=f0_up_key, index=index, index_rate=index_rate,
-                                  protect=protect, rms_mix_rate=rms_mix_rate, filter_radius=filter_radius,
-                                  resample_sr=resample_sr, f0_method=f0_method, speaker_id=speaker_id,
-                                  input_sample_rate=input_sample_rate, progress=progress)[0]
+        settings = ConversionSettings.resolve(settings, overrides, "VoiceConverter.convert")
+        return self.convert_batch([audio_or_path], [voice], settings=settings, input_sample_rate=input_sample_rate,
+                                  progress=progress)[0]
 
     def convert_batch(
         self,
         inputs: Sequence[AudioInput],
         voices: Sequence[str | None] | None = None,
         *,
-        f0_up_key: float = 0,
-        index: Any = None,
-        index_rate: float = 0.75,
-        protect: float = 0.33,
-        rms_mix_rate: float = 0.25,
-        filter_radius: int = 3,
-        resample_sr: int = 0,
-        f0_method: str | PitchFunction | None = None,
-        speaker_id: int | None = None,
+        settings: ConversionSettings | None = None,
         input_sample_rate: int | None = None,
         progress: bool = False,
+        **overrides: Unpack[ConversionOverrides],
     ) -> list[tuple[np.ndarray, int]]:
         """Convert several inputs, each to its own voice, batching segments across them.
 
         When the inputs use more than one voice, each synthesizer forward pass mixes rows of different voices
         through PEFT's `adapter_names=` (the LoRA layers route every row to its adapter). Per-voice speaker ids and
         indexes apply row by row. `voices[i]` as `convert`'s `voice` (None = the active voice, `VoiceBank.BASE` =
-        the base alone). Same other arguments as `convert`; returns one (audio, sample rate) per input.
+        the base alone). `settings` / keyword settings as `convert`, for every input; returns one (audio, sample
+        rate) per input.
         """
         voices = list(voices) if voices is not None else [None] * len(inputs)
         if len(voices) != len(inputs):
             raise ValueError(f"got {len(inputs)} inputs but {len(voices)} voices")
-        self._check_settings(index_rate, protect, rms_mix_rate, filter_radius, resample_sr, f0_up_key)
+        settings = ConversionSettings.resolve(settings, overrides, "VoiceConverter.convert_batch")
         started = time.perf_counter()
         self.last_timings = timings = ConversionTimings()
         resolved = [self.voices.resolve(v) for v in voices]
@@ -316,14 +317,14 @@ class VoiceConverter:
             self.voices.prepare_mixed()
             row_voices = resolved
         with _seeded(self.seed, self.device):
-            clips = [self._prepare_clip(item, resolved[i], index, speaker_id, f0_up_key, filter_radius,
-                                        f0_method, input_sample_rate, timings) for i, item in enumerate(inputs)]
+            clips = [self._prepare_clip(item, resolved[i], settings, input_sample_rate, timings)
+                     for i, item in enumerate(inputs)]
             work = [(c, s) for c in clips for s in c.segments]
             timings.segments = len(work)
             bar = _progress(len(work), progress)
             for start in range(0, len(work), self.batch_size):
                 chunk = work[start : start + self.batch_size]
-                rows = [self._segment_row(clip, seg, index_rate, protect, timings) for clip, seg in chunk]
+                rows = [self._segment_row(clip, seg, settings, timings) for clip, seg in chunk]
                 outputs = self._synthesize(rows, row_voices is not None, timings)
                 for (clip, _), row, out in zip(chunk, rows, outputs):
                     clip.pieces.append(self._trim(out, row.keep_frames))
@@ -331,51 +332,33 @@ class VoiceConverter:
                     bar.update(len(chunk))
             if bar is not None:
                 bar.close()
-        results = []
         post_start = time.perf_counter()
+        results = []
         for clip in clips:
-            audio = np.concatenate(clip.pieces) if clip.pieces else np.zeros(0, dtype=np.float32)
-            if rms_mix_rate != 1 and audio.size:
-                audio = rms_mix(clip.filtered, audio, self.sample_rate, rms_mix_rate)
-            rate = self.sample_rate
-            if rate != resample_sr >= SAMPLE_RATE:
-                import librosa
-
-                audio = librosa.resample(audio, orig_sr=rate, target_sr=resample_sr).astype(np.float32)
-                rate = int(resample_sr)
-            results.append((scale_peak(audio), rate))
+            results.append(self._postprocess(clip, settings))
             timings.audio_seconds += len(clip.filtered) / SAMPLE_RATE
         timings.postprocess += time.perf_counter() - post_start
         timings.total = time.perf_counter() - started
         return results
 
+    def stream(self, **settings: Any) -> StreamingConverter:
+        """A `StreamingConverter` on this converter (block_seconds, extra_seconds, crossfade_seconds, voice, ...)."""
+        from .streaming import StreamingConverter
+
+        return StreamingConverter(self, **settings)
+
     def convert_file(
         self, input_path: str | os.PathLike, output_path: str | os.PathLike, *, subtype: str = "PCM_16",
         **kwargs: Any,
     ) -> Path:
-        """Convert a file and write the result atomically (never over the input). Keyword args as `convert`."""
+        """Convert a file and write the result atomically (never over the input). Keyword arguments (`voice`,
+        `settings`, settings) as `convert`."""
         if Path(output_path).resolve() == Path(input_path).resolve():
             raise ConversionError(str(input_path), "the output path is the input file; refusing to overwrite it")
         audio, rate = self.convert(input_path, **kwargs)
         return write_audio(output_path, audio, rate, subtype=subtype)
 
     # --- steps ----------------------------------------------------------------------------------------------
-    @staticmethod
-    def _check_settings(index_rate: float, protect: float, rms_mix_rate: float, filter_radius: int,
-                        resample_sr: int, f0_up_key: float) -> None:
-        checks = [
-            (0 <= index_rate <= 1, f"index_rate must be in [0, 1], got {index_rate}"),
-            (0 <= protect <= 0.5, f"protect must be in [0, 0.5] (0.5 disables it), got {protect}"),
-            (0 <= rms_mix_rate <= 1, f"rms_mix_rate must be in [0, 1], got {rms_mix_rate}"),
-            (filter_radius >= 0, f"filter_radius must be >= 0, got {filter_radius}"),
-            (resample_sr == 0 or resample_sr >= SAMPLE_RATE,
-             f"resample_sr must be 0 (keep the model's rate) or at least 16000, got {resample_sr}"),
-            (math.isfinite(f0_up_key), f"f0_up_key must be a finite number of semitones, got {f0_up_key}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
     def _resolve_index(self, index: Any, voice_index: Any) -> Any:
         chosen = index if index is not None else (voice_index if voice_index is not None else self.default_index)
         name = str(chosen) if isinstance(chosen, (str, os.PathLike)) else "retrieval index"
@@ -407,15 +390,14 @@ class VoiceConverter:
         f0 = f0 * 2 ** (f0_up_key / 12)  # RVC's key shift, applied to the (filtered) track before quantising
         return f0_to_coarse(f0), f0.astype(np.float32)
 
-    def _prepare_clip(self, item: AudioInput, voice: str | None, index: Any, speaker_id: int | None,
-                      f0_up_key: float, filter_radius: int, f0_method: Any, input_sample_rate: int | None,
-                      timings: ConversionTimings) -> _Clip:
+    def _prepare_clip(self, item: AudioInput, voice: str | None, settings: ConversionSettings,
+                      input_sample_rate: int | None, timings: ConversionTimings) -> _Clip:
         audio, name = prepare_audio(item, input_sample_rate)
         filtered = highpass(audio)
         segments = plan_segments(find_split_points(filtered, self.window), self.window, rvc_trim=self.rvc_trim)
         padded = reflect_pad(filtered, self.window.t_pad)
         voice_info = self.voices.voice(voice) if voice is not None else None
-        sid = speaker_id if speaker_id is not None else (
+        sid = settings.speaker_id if settings.speaker_id is not None else (
             voice_info.speaker_id if voice_info is not None and voice_info.speaker_id is not None
             else self.default_speaker_id)
         if not 0 <= int(sid) < self.config.spk_embed_dim:
@@ -424,16 +406,17 @@ class VoiceConverter:
         pitch = pitchf = None
         if self.config.use_f0:
             started = time.perf_counter()
-            pitch, pitchf = self._pitch(padded, len(padded) // WINDOW, f0_up_key, filter_radius,
-                                        f0_method if f0_method is not None else self.f0_method, name)
+            method = settings.f0_method if settings.f0_method is not None else self.f0_method
+            pitch, pitchf = self._pitch(padded, len(padded) // WINDOW, settings.f0_up_key, settings.filter_radius,
+                                        method, name)
             timings.pitch += time.perf_counter() - started
-        chosen_index = self._resolve_index(index, voice_info.index if voice_info is not None else None)
+        chosen_index = self._resolve_index(settings.index, voice_info.index if voice_info is not None else None)
         return _Clip(name, filtered, padded, segments, pitch, pitchf, voice, int(sid), chosen_index)
 
     @torch.no_grad()
-    def _segment_row(self, clip: _Clip, seg: Segment, index_rate: float, protect: float,
-                     timings: ConversionTimings) -> _Row:
+    def _segment_row(self, clip: _Clip, seg: Segment, settings: ConversionSettings, timings: ConversionTimings) -> _Row:
         """RVC's `Pipeline.vc` up to (not including) `infer`: features, retrieval, ×2, p_len, protect."""
+        index_rate, protect = settings.index_rate, settings.protect
         audio = clip.padded[seg.start : seg.stop]
         started = time.perf_counter()
         encoder_dtype = next(self.content_encoder.parameters()).dtype
@@ -491,7 +474,7 @@ class VoiceConverter:
                 pitchf[i, : lengths[i]] = row.pitchf
             kwargs.update(pitch=pitch, nsff0=pitchf)  # F0 stays float32 in half precision too, as in RVC
         voices = [row.voice for row in rows] if mixed else None
-        audio = self.voices.infer(phone, voices=voices, **kwargs)[0][:, 0].float().cpu().numpy()
+        audio = self.backend.infer(self.voices, phone, voices, **kwargs)[:, 0].float().cpu().numpy()
         hop = self.config.hop_length
         timings.synthesizer += time.perf_counter() - started
         return [audio[i, : lengths[i] * hop] for i in range(len(rows))]
@@ -501,6 +484,19 @@ class VoiceConverter:
         if keep_frames is None:
             return out[pad : len(out) - pad] if len(out) > 2 * pad else out[:0]
         return out[pad : pad + keep_frames * self.config.hop_length]
+
+    def _postprocess(self, clip: _Clip, settings: ConversionSettings) -> tuple[np.ndarray, int]:
+        """Join a clip's pieces, RMS mix, optional resampling, peak scaling: (float32 [N] in [-1, 1], rate)."""
+        audio = np.concatenate(clip.pieces) if clip.pieces else np.zeros(0, dtype=np.float32)
+        if settings.rms_mix_rate != 1 and audio.size:
+            audio = rms_mix(clip.filtered, audio, self.sample_rate, settings.rms_mix_rate)
+        rate = self.sample_rate
+        if rate != settings.resample_sr >= SAMPLE_RATE:
+            import librosa
+
+            audio = librosa.resample(audio, orig_sr=rate, target_sr=settings.resample_sr).astype(np.float32)
+            rate = int(settings.resample_sr)
+        return scale_peak(audio), rate
 
 
 # --- small helpers ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 
@@ -10,7 +11,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from rvc_peft.inference import ConversionError, VoiceBank, VoiceConverter, WindowConfig, rms_mix, write_audio
+from rvc_peft.inference import (
+    ConversionError,
+    ConversionSettings,
+    VoiceBank,
+    VoiceConverter,
+    WindowConfig,
+    rms_mix,
+    write_audio,
+)
 from rvc_peft.inference.segmentation import find_split_points, highpass
 from rvc_peft.testing import small_config
 
@@ -280,3 +289,106 @@ def test_real_faiss_index_file_is_used(base, encoder, tmp_path):
     bad = save_index(build_index(features[:, :64], show_progress=False), tmp_path / "v0.index")
     with pytest.raises(ConversionError, match=r"v0\.index: holds 64-d features, but this v1 model reads 256-d"):
         converter.convert(audio, index=bad)
+
+
+# --- ConversionSettings -----------------------------------------------------------------------------------------
+
+def test_settings_object_and_keyword_arguments_convert_alike(bank, encoder):
+    """`settings=` and the same values as keywords give the same samples (seeded), in `convert` and in
+    `convert_batch`; keywords given with `settings=` replace those fields."""
+    converter = VoiceConverter(bank, encoder, f0_method=steady_pitch, seed=3, window=SMALL_WINDOW)
+    audio = speech_like(1.2)
+    index = SpyIndex(256)
+    values = {"f0_up_key": 2.5, "index": index, "index_rate": 0.6, "protect": 0.2, "rms_mix_rate": 0.7,
+              "speaker_id": 1, "filter_radius": 0}
+    settings = ConversionSettings(**values)
+    by_keywords, rate = converter.convert(audio, voice="alice", **values)
+    by_settings, settings_rate = converter.convert(audio, voice="alice", settings=settings)
+    assert rate == settings_rate == 40000
+    np.testing.assert_array_equal(by_settings, by_keywords)
+    default, _ = converter.convert(audio, voice="alice")
+    assert np.abs(by_settings - default).max() > 1e-3  # the settings were used, not the defaults
+
+    overridden, _ = converter.convert(audio, voice="alice", settings=settings, protect=0.5, f0_up_key=0)
+    np.testing.assert_array_equal(overridden, converter.convert(audio, voice="alice", **{
+        **values, "protect": 0.5, "f0_up_key": 0})[0])
+    assert np.abs(overridden - by_settings).max() > 1e-3
+    assert settings.protect == 0.2 and settings.f0_up_key == 2.5  # frozen: overrides never change the object
+
+    clips, voices = [audio, speech_like(0.7, seed=4)], ["alice", "bob"]
+    batch_settings = converter.convert_batch(clips, voices, settings=settings)
+    batch_keywords = converter.convert_batch(clips, voices, **values)
+    for (a, a_rate), (b, b_rate) in zip(batch_settings, batch_keywords):
+        assert a_rate == b_rate == 40000
+        np.testing.assert_array_equal(a, b)
+
+
+def test_settings_are_checked_when_made():
+    assert ConversionSettings() == ConversionSettings(f0_up_key=0, index=None, index_rate=0.75, protect=0.33,
+                                                      rms_mix_rate=0.25, filter_radius=3, resample_sr=0)  # WebUI's
+    for kwargs, message in [
+        ({"index_rate": -0.1}, r"index_rate must be in \[0, 1\], got -0.1"),
+        ({"protect": 0.51}, r"protect must be in \[0, 0.5\] \(0.5 disables it\), got 0.51"),
+        ({"rms_mix_rate": 1.5}, r"rms_mix_rate must be in \[0, 1\], got 1.5"),
+        ({"filter_radius": -1}, "filter_radius must be >= 0, got -1"),
+        ({"resample_sr": 8000}, r"resample_sr must be 0 \(keep the model's rate\) or at least 16000, got 8000"),
+        ({"f0_up_key": float("inf")}, "f0_up_key must be a finite number of semitones, got inf"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            ConversionSettings(**kwargs)
+    settings = ConversionSettings(protect=0.5, resample_sr=16000, index_rate=1.0)  # the bounds themselves are fine
+    with pytest.raises(ValueError, match="protect must be in"):
+        dataclasses.replace(settings, protect=0.6)  # variants are checked too
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.protect = 0.7  # type: ignore[misc]
+
+
+def test_unknown_or_bad_settings_fail_before_any_audio_is_read(converter, tmp_path):
+    missing = tmp_path / "missing.wav"  # reading it would raise AudioReadError
+    with pytest.raises(TypeError, match=r"VoiceConverter\.convert\(\) got an unexpected keyword argument 'pitch'; "
+                                        r"the conversion settings are f0_up_key, index, index_rate, protect"):
+        converter.convert(missing, pitch=3)
+    with pytest.raises(TypeError, match=r"VoiceConverter\.convert_batch\(\) got an unexpected keyword argument "
+                                        r"'idx_rate'"):
+        converter.convert_batch([missing], idx_rate=0.5)
+    with pytest.raises(TypeError, match=r"convert\(\): settings must be a ConversionSettings, got dict"):
+        converter.convert(missing, settings={"protect": 0.2})
+    with pytest.raises(TypeError, match="positional argument"):
+        converter.convert(missing, 3)  # the settings are keyword-only
+    with pytest.raises(ValueError, match="protect must be in"):
+        converter.convert(missing, settings=ConversionSettings(), protect=0.9)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'pitch'"):
+        converter.convert_file(missing, tmp_path / "out.wav", pitch=3)
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_the_keyword_type_hints_name_every_setting():
+    from typing import get_type_hints
+
+    from rvc_peft.inference.settings import ConversionOverrides
+
+    assert list(get_type_hints(ConversionOverrides)) == [f.name for f in dataclasses.fields(ConversionSettings)]
+
+
+def test_convert_command_flags_become_settings(tmp_path, capsys):
+    from rvc_peft.cli import build_parser, main
+
+    parser = build_parser()
+    args = parser.parse_args(["convert", "in.wav", "--base", "b.pth"])
+    assert ConversionSettings.from_cli_args(args) == ConversionSettings()  # the CLI's defaults are the library's
+    args = parser.parse_args(["convert", "in.wav", "--base", "b.pth", "--pitch", "-3", "--index-rate", "0",
+                              "--protect", "0.4", "--rms-mix-rate", "0.5", "--filter-radius", "1", "--resample-sr",
+                              "48000", "--speaker-id", "2", "--index", "v.index", "--f0-method", "pm"])
+    assert ConversionSettings.from_cli_args(args) == ConversionSettings(
+        f0_up_key=-3.0, index_rate=0.0, protect=0.4, rms_mix_rate=0.5, filter_radius=1, resample_sr=48000,
+        speaker_id=2)  # --index and --f0-method are the converter's defaults (from_pretrained), not per call
+
+    # a bad value is one clear error, before the (here unreadable) models are loaded
+    sf.write(tmp_path / "in.wav", speech_like(0.5), 16000)
+    (tmp_path / "base.pth").write_bytes(b"not a model")
+    (tmp_path / "hubert").mkdir()
+    code = main(["convert", str(tmp_path / "in.wav"), "--base", str(tmp_path / "base.pth"), "--content-encoder",
+                 str(tmp_path / "hubert"), "--f0-method", "pm", "-o", str(tmp_path / "out"), "--protect", "0.7"])
+    err = capsys.readouterr().err
+    assert code == 1 and "rvc-peft convert: error: protect must be in [0, 0.5]" in err and "base.pth" not in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,282 @@
+"""Inference fast path for the RVC synthesizer: same outputs as `RVCSynthesizer.infer`, less time.
+
+    fast = optimize_for_inference(model)                         # fp32, ≤1e-4 from the reference path
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)   # CPUs with avx512_bf16/AMX, and GPUs
+    audio, x_mask, (z, z_p, m_p, logs_p) = fast.infer(phone, phone_lengths, pitch, nsff0, sid)
+
+`optimize_for_inference` returns a copy of the model (the caller's model, its LoRA layers and weight norm are left
+untouched) whose `infer` is `RVCSynthesizer.infer` itself, so every calling convention (RVC's no-pitch positional
+form, `skip_head`/`return_length`/`return_length2`) and every random draw is the reference's, in the same order:
+with the same seed the fp32 output equals the reference to float rounding. What changes is the decoder (95% of the
+work, 98.5% of it convolutions), replaced by `FastDecoder`:
+
+* LoRA merged and weight norm folded once (the reference recomputes g·v/‖v‖ at every call);
+* activations kept channels-last as [B, C, 1, T] (oneDNN's native layout: no reorder before and after every conv;
+  cuDNN's preferred layout for fp16/bf16 tensor cores);
+* on CPUs, oneDNN post-op fusion through the same mkldnn ops `torch.compile`'s freezing pass emits: conv +
+  leaky_relu, conv + residual add (each resblock's second conv adds its input in the conv's epilogue), noise conv +
+  upsampled signal, conv_post + tanh — every fused op saves one read and one write of a [C, T·upp] activation;
+* in-place element-wise work (the resblock sum, the activations before upsampling), and the resblocks' mean
+  (/3) folded into the next conv's kernel;
+* `dtype`: the decoder's weights and activations in bf16 (CPUs with avx512_bf16/AMX, GPUs) or fp16 (GPUs only). The
+  content encoder prior, the flow and the NSF sine source stay float32 (about 5% of the time; the sine phase needs
+  the precision), so reduced precision touches the decoder's convolutions only.
+
+What was measured and dropped (see benchmarks/bench_synthesizer.py): merging the three parallel resblocks (kernels
+3, 7, 11) into one conv zero-padded to 11 taps costs 33 instead of 21 taps per output (+57% FLOPs) for a GEMM that is
+already large (C × T·upp); doing the sine source at frame rate changes the output by more than 1e-4.
+
+The copy is for inference only: its decoder's state-dict keys are not RVC's, so do not save it as a checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..models import RVCSynthesizer, fold_weight_norm
+from ..models.generator import Generator, GeneratorNSF
+from ..models.modules import LRELU_SLOPE
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+OUTPUT_SLOPE = 0.01  # RVC's final leaky_relu uses PyTorch's default slope
+
+
+def precision_dtype(precision: str | torch.dtype) -> torch.dtype:
+    """`"fp32" | "bf16" | "fp16"` (or the torch dtype itself) -> the torch dtype; anything else is a `ValueError`."""
+    if isinstance(precision, torch.dtype):
+        if precision not in PRECISIONS.values():
+            raise ValueError(f"unsupported precision {precision}: choose one of {', '.join(PRECISIONS)}")
+        return precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[precision]
+
+
+def check_precision(dtype: torch.dtype, device: torch.device | str) -> None:
+    """Raise a `ValueError` naming the problem when `dtype` cannot run fast on `device`.
+
+    fp16 convolutions are for GPUs (oneDNN runs them on CPUs with AMX-FP16 only, which PyTorch does not expose);
+    bf16 on a CPU needs avx512_bf16 or AMX, without which oneDNN emulates it, slower than fp32.
+    """
+    device = torch.device(device)
+    if device.type != "cpu" or dtype == torch.float32:
+        return
+    if dtype == torch.float16:
+        raise ValueError("fp16 is a GPU precision: on a CPU use precision 'bf16' (CPUs with avx512_bf16/AMX) or 'fp32'")
+    if not mkldnn_bf16_supported():
+        raise ValueError("this CPU has no native bf16 (avx512_bf16 or AMX), where bf16 is slower than fp32: use 'fp32'")
+
+
+def mkldnn_bf16_supported() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (avx512_bf16 / AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def plain_synthesizer(model: nn.Module) -> RVCSynthesizer:
+    """A float32, eval-mode copy of `model` with no LoRA layers and no weight norm, computing the same function.
+
+    `model`: an `RVCSynthesizer`, a PEFT model wrapping one, or an `RVCSynthesizer` with LoRA layers injected (a
+    `VoiceBank`'s base). Active, enabled adapters are merged into the copy's weights; disabled ones are dropped.
+    The posterior encoder (training only) is left out.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    source = model.get_base_model() if hasattr(model, "get_base_model") and hasattr(model, "peft_config") else model
+    if not isinstance(source, RVCSynthesizer):
+        raise TypeError(f"expected an RVCSynthesizer (or a PEFT model of one), got {type(source).__name__}")
+    enc_q = source.__dict__["_modules"].pop("enc_q", None)  # not copied: training only, and large
+    try:
+        plain = copy.deepcopy(source)
+    finally:
+        if enc_q is not None:
+            source._modules["enc_q"] = enc_q
+    plain.config.use_posterior_encoder = False
+    for name, module in list(plain.named_modules()):
+        if isinstance(module, BaseTunerLayer) and name:
+            if not module.disable_adapters and not module.merged and module.active_adapters:
+                module.merge(adapter_names=list(module.active_adapters))  # disabled layers: the base weight alone
+            parent_name, _, child = name.rpartition(".")
+            setattr(plain.get_submodule(parent_name) if parent_name else plain, child, module.get_base_layer())
+    fold_weight_norm(plain)
+    return plain.float().eval().requires_grad_(False)
+
+
+def _channels_last(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A Conv1d/ConvTranspose1d kernel [O, I, K] as a channels-last 2-D kernel [O, I, 1, K]."""
+    return weight.detach().to(dtype).unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+class _Conv:
+    """One Conv1d or ConvTranspose1d run as a 2-D conv over [B, C, 1, T] channels-last activations.
+
+    `fused=True` uses oneDNN's fused ops (`torch.ops.mkldnn._convolution_pointwise`, what inductor's freezing emits):
+    a unary post-op ("leaky_relu" with its slope, "tanh") or a binary add of another tensor of the output's shape.
+    Otherwise the same math with `F.conv2d` and separate element-wise ops (GPUs, CPUs without oneDNN).
+    """
+
+    def __init__(self, layer: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, fused: bool,
+                 scale: float = 1.0) -> None:
+        self.transposed = isinstance(layer, nn.ConvTranspose1d)
+        self.weight = _channels_last(layer.weight.detach().float() * scale, dtype)  # scaled in fp32, then cast
+        self.bias = layer.bias.detach().to(dtype) if layer.bias is not None else None
+        self.padding = [0, int(layer.padding[0])]
+        self.stride = [1, int(layer.stride[0])]
+        self.dilation = [1, int(layer.dilation[0])]
+        self.output_padding = [0, int(layer.output_padding[0])] if self.transposed else None
+        self.groups = int(layer.groups)
+        self.fused = fused
+
+    def to(self, device: torch.device) -> _Conv:
+        self.weight = self.weight.to(device)
+        self.bias = self.bias.to(device) if self.bias is not None else None
+        return self
+
+    def __call__(self, x: torch.Tensor, post: str = "none", slope: float = LRELU_SLOPE,
+                 add: torch.Tensor | None = None) -> torch.Tensor:
+        """conv(x) [B, O, 1, T'], then `post` ("none" | "leaky_relu" | "tanh"), or `+ add` (post must be "none")."""
+        if self.fused:
+            mkldnn = torch.ops.mkldnn
+            if self.transposed:
+                return mkldnn._convolution_transpose_pointwise(
+                    x, self.weight, self.bias, self.padding, self.output_padding, self.stride, self.dilation,
+                    self.groups, post, [slope] if post == "leaky_relu" else [], "")
+            if add is not None:
+                return mkldnn._convolution_pointwise.binary(
+                    x, add, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", 1.0,
+                    None, [], "")
+            return mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
+                                                 self.groups, post, [slope] if post == "leaky_relu" else [], "")
+        if self.transposed:
+            y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                   self.groups, self.dilation)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if add is not None:
+            return y.add_(add)
+        if post == "leaky_relu":
+            return F.leaky_relu_(y, slope)
+        return torch.tanh_(y) if post == "tanh" else y
+
+
+class FastDecoder(nn.Module):
+    """`Generator` / `GeneratorNSF` for inference: folded, channels-last, fused, optionally bf16/fp16.
+
+    Same call as the decoder it replaces: forward(x [B, C, T], f0 [B, T] Hz (pitch models), g [B, G, 1], n_res)
+    -> audio [B, 1, T·upp] float32. The input stage (conv_pre + speaker conditioning, at frame rate) and the NSF
+    source (float64 phase, float32 noise drawn with `torch.randn_like` exactly as the reference) run the original
+    float32 modules; the upsampling stages and the output conv run in `dtype`.
+    """
+
+    def __init__(self, decoder: Generator, dtype: torch.dtype = torch.float32, *, fused: bool | None = None) -> None:
+        super().__init__()
+        device = decoder.conv_pre.weight.device
+        if fused is None:
+            fused = device.type == "cpu" and torch.backends.mkldnn.is_available() and (
+                dtype == torch.float32 or (dtype == torch.bfloat16 and mkldnn_bf16_supported()))
+        self.dtype = dtype
+        self.fused = fused
+        self.nsf = isinstance(decoder, GeneratorNSF)
+        self.upp = decoder.upp
+        self.num_kernels = decoder.num_kernels
+        # float32 modules at frame rate (cheap) and the sine source (reference RNG order and precision)
+        self.conv_pre = decoder.conv_pre
+        self.cond = getattr(decoder, "cond", None)
+        self.m_source = decoder.m_source if self.nsf else None
+        # Each stage ends with the mean of its resblocks, (r1 + r2 + r3) / 3, followed by leaky_relu and a conv.
+        # leaky_relu(x / n) = leaky_relu(x) / n, so the 1/n goes into the next conv's kernel (not its bias) and the
+        # division pass over the stage's activations disappears.
+        mean_scale = 1.0 / self.num_kernels
+        self.ups = [_Conv(up, dtype, fused, scale=1.0 if i == 0 else mean_scale) for i, up in enumerate(decoder.ups)]
+        self.noise_convs = [_Conv(conv, dtype, fused) for conv in decoder.noise_convs] if self.nsf else []
+        self.resblocks = [[(_Conv(c1, dtype, fused), _Conv(c2, dtype, fused))
+                           for c1, c2 in zip(block.convs1, block.convs2)] for block in decoder.resblocks]
+        self.conv_post = _Conv(decoder.conv_post, dtype, fused, scale=mean_scale)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> FastDecoder:
+        # .to(device) moves the prepared kernels too (they are plain tensors, not parameters: they must keep their
+        # channels-last layout and their dtype whatever .float()/.half() the owning model gets).
+        super()._apply(fn, recurse)
+        device = self.conv_pre.weight.device
+        for conv in (*self.ups, *self.noise_convs, *(c for block in self.resblocks for pair in block for c in pair),
+                     self.conv_post):
+            conv.to(device)
+            conv.fused = conv.fused and device.type == "cpu"  # oneDNN's fused ops are CPU ops
+        return self
+
+    def _resblock(self, x: torch.Tensor, pairs: Sequence[tuple[_Conv, _Conv]]) -> torch.Tensor:
+        # ResBlock1 without a mask: x = c2(lrelu(c1(lrelu(x)))) + x per dilation; the second lrelu and the add are
+        # the convs' fused epilogues.
+        for c1, c2 in pairs:
+            h = c1(F.leaky_relu(x, LRELU_SLOPE), "leaky_relu")
+            x = c2(h, add=x)
+        return x
+
+    def forward(self, x: torch.Tensor, f0: torch.Tensor | None = None, g: torch.Tensor | None = None,
+                n_res: int | None = None) -> torch.Tensor:
+        source = None
+        if self.nsf:
+            if f0 is None:
+                raise ValueError("this RVC model uses pitch: pass `nsff0`/`pitchf` (F0 in Hz per frame)")
+            source = self.m_source(f0, self.upp).transpose(1, 2)  # [B, 1, T·upp] float32, reference RNG draw
+            if n_res is not None and n_res * self.upp != source.shape[-1]:
+                source = F.interpolate(source, size=n_res * self.upp, mode="linear")
+            source = source.to(self.dtype).unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        if n_res is not None and n_res != x.shape[-1]:
+            x = F.interpolate(x, size=n_res, mode="linear")
+        x = self.conv_pre(x.to(self.conv_pre.weight.dtype))
+        if g is not None and self.cond is not None:
+            x = x + self.cond(g.to(self.cond.weight.dtype))
+        x = x.to(self.dtype).unsqueeze(2).contiguous(memory_format=torch.channels_last)  # [B, C, 1, T]
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu_(x, LRELU_SLOPE))  # x is this function's own buffer (a copy or a stage's sum)
+            if source is not None:
+                x = self.noise_convs[i](source, add=x)  # noise_conv(source) + x in the conv's epilogue
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+            total = self._resblock(x, blocks[0])
+            for pairs in blocks[1:]:
+                total += self._resblock(x, pairs)
+            x = total  # n times the stage's output: the next conv's kernel carries the 1/n
+        audio = self.conv_post(F.leaky_relu_(x, OUTPUT_SLOPE), "tanh")  # [B, 1, 1, T·upp]
+        return audio.reshape(audio.shape[0], 1, -1).float()
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    dtype: torch.dtype | str = torch.float32,
+    *,
+    device: torch.device | str | None = None,
+    compile: bool = False,
+) -> RVCSynthesizer:
+    """A fast inference copy of an RVC synthesizer (see the module docstring); the caller's model is not changed.
+
+    `model`: an `RVCSynthesizer`, a PEFT model of one or a `VoiceBank`'s base (active adapters are merged into the
+    copy). `dtype`: the decoder's precision, torch.float32 / torch.bfloat16 / torch.float16 or "fp32"/"bf16"/"fp16";
+    `check_precision` rejects combinations that would be slow (fp16 on a CPU, bf16 without native support).
+    `device`: where the copy lives (default: the model's). `compile`: wrap the decoder in `torch.compile`
+    (inductor, dynamic shapes, PyTorch's own random draws so seeded output is unchanged). Off by default: on a
+    2-core CPU the first call compiled for about 2 minutes and the result was slower than the eager fused decoder
+    (inductor emits the same oneDNN fused convolutions); it is there for GPUs, where it can fuse the element-wise
+    work between cuDNN convolutions (not measured: no GPU was available).
+    Returns an `RVCSynthesizer` whose `infer(...)` takes and returns what `RVCSynthesizer.infer` does.
+    """
+    dtype = precision_dtype(dtype)
+    plain = plain_synthesizer(model)
+    if device is not None:
+        plain = plain.to(device)
+    check_precision(dtype, next(plain.parameters()).device)
+    # Under torch.compile the decoder is written with plain convolutions: inductor does its own oneDNN fusion (and
+    # its shape propagation rejects the fused transposed-conv op).
+    decoder = FastDecoder(plain.dec, dtype, fused=False if compile else None)
+    if compile:
+        # fallback_random: inductor would otherwise draw the NSF noise with its own generator, and a seeded
+        # conversion would no longer match the eager paths.
+        decoder = torch.compile(decoder, dynamic=True, options={"fallback_random": True})
+    plain.dec = decoder
+    plain.fast_path_dtype = dtype
+    return plain
