@@ -46,15 +46,16 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
     return audio
 
 
-def lab_converter(f0_method: str, device: str) -> VoiceConverter:
+def lab_converter(f0_method: str, device: str, backend: str, precision: str) -> VoiceConverter:
     from rvc_peft.lab.assets import lab_base_files
 
     lab = lab_base_files()
     return VoiceConverter.from_pretrained(lab.synthesizer, content_encoder=str(lab.content_encoder),
-                                          f0_method=f0_method, device=device, seed=0)
+                                          f0_method=f0_method, device=device, seed=0, backend=backend,
+                                          precision=precision)
 
 
-def real_size_converter(device: str, quick: bool) -> VoiceConverter:
+def real_size_converter(device: str, quick: bool, backend: str, precision: str) -> VoiceConverter:
     """RVC v2 40k + HuBERT-base geometry + RMVPE, random weights (tiny stand-ins with --quick)."""
     from transformers import HubertConfig, HubertModel
 
@@ -74,7 +75,7 @@ def real_size_converter(device: str, quick: bool) -> VoiceConverter:
         rmvpe = RMVPE(E2E())
     encoder = encoder.to(device).eval().requires_grad_(False)
     return VoiceConverter(random_synthesizer(config, seed=0).to(device), encoder, f0_method="rmvpe",
-                          rmvpe_model=rmvpe.to(device).eval(), seed=0)
+                          rmvpe_model=rmvpe.to(device).eval(), seed=0, backend=backend, precision=precision)
 
 
 def measure(converter: VoiceConverter, audio: np.ndarray, block_ms: float, extra_ms: float,
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio streamed per measurement (default 10)")
     parser.add_argument("--lab-f0", nargs="+", default=["pm", "dio", "fcpe", "harvest"],
                         help="pitch methods measured on the voice-lab base")
+    parser.add_argument("--backends", nargs="+", default=["torch/fp32", "torch-fast/fp32", "torch-fast/bf16"],
+                        help="synthesizer backend/precision pairs (VoiceConverter's backend=, precision=); "
+                             "bf16 is skipped on CPUs without avx512_bf16/AMX")
     parser.add_argument("--no-real-size", action="store_true", help="skip the real-size v2 40k measurement")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="short audio, one block size, tiny real-size stand-in")
@@ -118,17 +122,25 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick,
         "runs": [],
     }
-    models = [(f"lab v2 32k, f0 {method}", lambda m=method: lab_converter(m, args.device)) for method in args.lab_f0]
+    from rvc_peft.inference.fast_path import mkldnn_bf16_supported
+
+    backends = [tuple(b.split("/")) for b in args.backends]
+    if args.device.startswith("cpu") and not mkldnn_bf16_supported():
+        backends = [b for b in backends if b[1] != "bf16"]
+    models = [(f"lab v2 32k, f0 {method}", lambda b, p, m=method: lab_converter(m, args.device, b, p))
+              for method in args.lab_f0]
     if not args.no_real_size:
         name = "tiny v1 40k stand-in, f0 rmvpe (tiny)" if args.quick else \
             "real-size v2 40k + HuBERT-base geometry + RMVPE, random weights"
-        models.append((name, lambda: real_size_converter(args.device, args.quick)))
+        models.append((name, lambda b, p: real_size_converter(args.device, args.quick, b, p)))
     for name, build in models:
-        converter = build()
-        for block_ms in args.blocks_ms:
-            row = {"model": name, **measure(converter, audio, block_ms, args.extra_ms, args.crossfade_ms)}
-            print(json.dumps(row), file=sys.stderr)
-            result["runs"].append(row)
+        for backend, precision in backends:
+            converter = build(backend, precision)
+            for block_ms in args.blocks_ms:
+                row = {"model": name, "backend": backend, "precision": precision,
+                       **measure(converter, audio, block_ms, args.extra_ms, args.crossfade_ms)}
+                print(json.dumps(row), file=sys.stderr)
+                result["runs"].append(row)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

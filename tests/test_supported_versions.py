@@ -45,3 +45,13 @@ def test_installed_versions_are_supported() -> None:
     for name in RANGED:
         installed = version(name)
         assert Version(installed) in requires[name].specifier, f"{name} {installed} is outside {requires[name]}"
+
+
+def test_installed_transformers_accepts_the_installed_peft() -> None:
+    """transformers refuses its PEFT integration (`model.load_adapter`, ...) below its own minimum PEFT: 5.24 asks for
+    PEFT 0.22, beyond the 0.21 series whose private APIs rvc-peft is checked against, hence transformers < 5.24."""
+    from transformers.integrations import peft as transformers_peft
+
+    minimum = getattr(transformers_peft, "MIN_PEFT_VERSION", "0")
+    assert Version(version("peft")) >= Version(minimum), (
+        f"transformers {version('transformers')} needs peft >= {minimum}, installed {version('peft')}")
