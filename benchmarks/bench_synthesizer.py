@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,13 +48,13 @@ from bench_convert import content_encoder, speech_like, synthesizer_config
 
 from rvc_peft.features.rmvpe import E2E, RMVPE
 from rvc_peft.inference import VoiceConverter
+from rvc_peft.inference.evaluation import log_mel_distance_db
 from rvc_peft.inference.fast_path import mkldnn_bf16_supported, optimize_for_inference
 from rvc_peft.models import RVCConfig
 from rvc_peft.models.weight_norm import split_weight
 from rvc_peft.runtime import retain_freed_memory
 from rvc_peft.testing import random_inputs, small_config
 from tests.inference.conftest import tiny_synthesizer  # unit-gain decoder weights
-from tests.inference.test_streaming import log_mel_distance_db
 
 RVC_CLASSES = {("v1", True): "SynthesizerTrnMs256NSFsid", ("v1", False): "SynthesizerTrnMs256NSFsid_nono",
                ("v2", True): "SynthesizerTrnMs768NSFsid", ("v2", False): "SynthesizerTrnMs768NSFsid_nono"}
@@ -191,25 +193,46 @@ def conversion_rows(config: RVCConfig, durations: list[float], repeats: int, dev
     config = synthesizer_config(quick)  # bench_convert's model: the quick content encoder gives v1 features
     torch.manual_seed(0)
     rmvpe = RMVPE(E2E(n_blocks=1, en_de_layers=2, inter_layers=1) if quick else E2E()).to(device).eval()
-    converters = {}
-    for backend, precision in backends:
+    def build(backend: str, precision: str) -> VoiceConverter:
         # one model each (backend "torch" fp16 halves its model in place), each from a copy of the config:
         # remove_posterior_encoder() flips the config's use_posterior_encoder, which changes how later models draw
         base = tiny_synthesizer(copy.deepcopy(config)).to(device)
         base.remove_posterior_encoder()
-        converters[f"{backend}_{precision}"] = VoiceConverter(base, encoder, f0_method="rmvpe", rmvpe_model=rmvpe,
-                                                              seed=0, backend=backend, precision=precision)
+        return VoiceConverter(base, encoder, f0_method="rmvpe", rmvpe_model=rmvpe, seed=0, backend=backend,
+                              precision=precision)
+
     rows = {}
     for seconds in durations:
         audio = speech_like(seconds)
-        for converter in converters.values():
-            converter.convert(audio[: 16000 * 2])  # warm-up, and the per-voice copy / ONNX export
-        runs: dict[str, list[dict]] = {name: [] for name in converters}
+        names = [f"{backend}_{precision}" for backend, precision in backends]
+        runs: dict[str, list[dict]] = {name: [] for name in names}
         outputs = {}
-        for _ in range(repeats if seconds <= 15 else 1):
-            for name, converter in converters.items():
-                outputs[name], figures = converted(converter, audio)
-                runs[name].append(figures)
+        if seconds <= 15:
+            # short inputs: every backend alive at once, runs interleaved (A B C A B C ...)
+            converters = {name: build(*pair) for name, pair in zip(names, backends)}
+            for converter in converters.values():
+                converter.convert(audio[: 16000 * 2])  # warm-up, and the per-voice copy / ONNX export
+            for _ in range(repeats):
+                for name, converter in converters.items():
+                    outputs[name], figures = converted(converter, audio)
+                    runs[name].append(figures)
+            del converters
+        else:
+            # long inputs: several GB of decoder activations per segment, which the CPU allocator keeps
+            # (retain_freed_memory), so each backend runs once in a fresh process of its own
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, (backend, precision) in zip(names, backends):
+                    out = Path(tmp) / f"{name}.npy"
+                    command = [sys.executable, __file__, "--single-conversion", backend, precision, str(seconds),
+                               str(out), "--device", device] + (["--quick"] if quick else [])
+                    done = subprocess.run(command, capture_output=True, text=True, check=False)
+                    if done.returncode != 0:
+                        runs.pop(name)
+                        print(f"{name} {seconds:g} s failed: {done.stderr[-2000:]}", file=sys.stderr)
+                        continue
+                    runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                    outputs[name] = np.load(out)
+        gc.collect()
         row = {}
         reference = outputs.get("torch_fp32")
         for name, measured in runs.items():
@@ -223,6 +246,27 @@ def conversion_rows(config: RVCConfig, durations: list[float], repeats: int, dev
     return rows
 
 
+def single_conversion(backend: str, precision: str, seconds: float, out: str, device: str, quick: bool) -> None:
+    """One conversion in this process (the --single-conversion mode): figures as JSON on stdout, audio to `out`."""
+    retain_freed_memory()
+    encoder = content_encoder(quick, device)
+    config = synthesizer_config(quick)
+    torch.manual_seed(0)
+    rmvpe = RMVPE(E2E(n_blocks=1, en_de_layers=2, inter_layers=1) if quick else E2E()).to(device).eval()
+    base = tiny_synthesizer(copy.deepcopy(config)).to(device)
+    base.remove_posterior_encoder()
+    converter = VoiceConverter(base, encoder, f0_method="rmvpe", rmvpe_model=rmvpe, seed=0, backend=backend,
+                               precision=precision)
+    audio = speech_like(seconds)
+    converter.convert(audio[: 16000 * 2])  # warm-up, and the per-voice copy / ONNX export
+    output, figures = converted(converter, audio)
+    import resource
+
+    figures["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    np.save(out, output)
+    print(json.dumps(figures))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the cuda run needs a GPU)")
@@ -233,7 +277,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile")
     parser.add_argument("--quick", action="store_true", help="tiny models and inputs: check the script runs")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--single-conversion", nargs=4, metavar=("BACKEND", "PRECISION", "SECONDS", "OUT_NPY"),
+                        help=argparse.SUPPRESS)  # internal: one long conversion in a fresh process
     args = parser.parse_args(argv)
+    if args.single_conversion:
+        warnings.filterwarnings("ignore")
+        backend, precision, seconds, out = args.single_conversion
+        single_conversion(backend, precision, float(seconds), out, args.device, args.quick)
+        return {}
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU and a CUDA build of PyTorch")
     warnings.filterwarnings("ignore")

@@ -18,22 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rvc_peft.features.spectrogram import mel_spectrogram
 from rvc_peft.inference import StreamingConverter, VoiceConverter, prepare_audio, stream_file
-
-
-def log_mel_distance_db(a: np.ndarray, b: np.ndarray, sample_rate: int) -> float:
-    """Mean |Δ| of 80-band log-mel spectrograms (dB, 10 ms hop), floored 80 dB under the louder peak."""
-    ma, mb = (mel_spectrogram(torch.from_numpy(np.asarray(x, dtype=np.float32))[None], 1024, 80, sample_rate,
-                              sample_rate // 100, 1024)[0].numpy() * (20 / np.log(10)) for x in (a, b))
-    frames = min(ma.shape[1], mb.shape[1])
-    floor = max(ma.max(), mb.max()) - 80.0
-    return float(np.mean(np.abs(np.maximum(ma[:, :frames], floor) - np.maximum(mb[:, :frames], floor))))
+from rvc_peft.inference.evaluation import log_mel_distance_db
 
 
 def default_input(folder: Path) -> Path:

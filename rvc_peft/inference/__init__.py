@@ -8,7 +8,7 @@
 * `VoiceBank` — adapters loaded once onto one base: switch by name, mixed-voice batches, blends, merged fast path;
 * `StreamingConverter` — block-by-block conversion with bounded latency (RVC's realtime algorithm, SOLA crossfades),
   `stream_file` for files;
-* `optimize_for_inference` — the synthesizer's fast path (folded, fused, channels-last; fp32 equal to the reference to
+* `optimize_for_inference` — the synthesizer's fast path (folded, channels-last; fp32 equal to the reference to
   1e-4, bf16/fp16), also `VoiceConverter(..., backend="torch-fast" | "onnx", precision=...)` (`backends.py`);
 * `evaluate` — MCD, F0 RMSE/correlation, V/UV error and spectral convergence, with a PNG figure.
 """

@@ -3,7 +3,7 @@
 * ``"torch"`` — `RVCSynthesizer.infer` on the voice bank's base (LoRA layers live: per-row voices in one batch,
   instant voice switches). Precision fp32, or fp16 on GPUs (``half=True``, RVC's own half mode).
 * ``"torch-fast"`` — `fast_path.optimize_for_inference`: a copy of the base with the voice merged, weight norm
-  folded and a fused channels-last decoder; fp32 (equal to ``"torch"`` to 1e-4 with the same seed), bf16 (CPUs with
+  folded and a channels-last decoder; fp32 (equal to ``"torch"`` to 1e-4 with the same seed), bf16 (CPUs with
   avx512_bf16/AMX, GPUs) or fp16 (GPUs). One copy per voice, built on first use and kept.
 * ``"onnx"`` — the voice (base + merged LoRA) exported once with `onnx_export.export_onnx` (RVC WebUI's layout) into
   a cache folder and run by onnxruntime (`OnnxSynthesizer`); fp32, or fp16 for GPU providers. The prior noise is

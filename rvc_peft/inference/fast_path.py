@@ -13,18 +13,19 @@ work, 98.5% of it convolutions), replaced by `FastDecoder`:
 * LoRA merged and weight norm folded once (the reference recomputes g·v/‖v‖ at every call);
 * activations kept channels-last as [B, C, 1, T] (oneDNN's native layout: no reorder before and after every conv;
   cuDNN's preferred layout for fp16/bf16 tensor cores);
-* on CPUs, oneDNN post-op fusion through the same mkldnn ops `torch.compile`'s freezing pass emits: conv +
-  leaky_relu, conv + residual add (each resblock's second conv adds its input in the conv's epilogue), noise conv +
-  upsampled signal, conv_post + tanh — every fused op saves one read and one write of a [C, T·upp] activation;
-* in-place element-wise work (the resblock sum, the activations before upsampling), and the resblocks' mean
-  (/3) folded into the next conv's kernel;
+* in-place element-wise work (activations, residual adds, the resblock sum), and the resblocks' mean (/3) folded
+  into the next conv's kernel;
 * `dtype`: the decoder's weights and activations in bf16 (CPUs with avx512_bf16/AMX, GPUs) or fp16 (GPUs only). The
   content encoder prior, the flow and the NSF sine source stay float32 (about 5% of the time; the sine phase needs
   the precision), so reduced precision touches the decoder's convolutions only.
 
-What was measured and dropped (see benchmarks/bench_synthesizer.py): merging the three parallel resblocks (kernels
-3, 7, 11) into one conv zero-padded to 11 taps costs 33 instead of 21 taps per output (+57% FLOPs) for a GEMM that is
-already large (C × T·upp); doing the sine source at frame rate changes the output by more than 1e-4.
+What was measured and dropped (see benchmarks/bench_synthesizer.py): oneDNN's fused convolution + post-op ops
+(`torch.ops.mkldnn._convolution_pointwise`, what inductor's freezing emits: conv + leaky_relu, conv + residual add)
+ran no faster than plain convolutions with in-place element-wise ops on this CPU (10 s, v2 40k: 5.15 s against
+5.04 s fp32, 2.55 against 2.56 s bf16) and took 2-3x the peak memory (3.4 GB against 1.4 GB at 10 s; a 41 s
+segment ran out of 24 GB); merging the three parallel resblocks (kernels 3, 7, 11) into one conv zero-padded to 11
+taps costs 33 instead of 21 taps per output (+57% FLOPs) for a GEMM that is already large (C × T·upp); doing the
+sine source at frame rate changes the output by more than 1e-4.
 
 The copy is for inference only: its decoder's state-dict keys are not RVC's, so do not save it as a checkpoint.
 """
@@ -113,24 +114,17 @@ def _channels_last(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class _Conv:
-    """One Conv1d or ConvTranspose1d run as a 2-D conv over [B, C, 1, T] channels-last activations.
+    """One Conv1d or ConvTranspose1d run as a 2-D conv over [B, C, 1, T] channels-last activations."""
 
-    `fused=True` uses oneDNN's fused ops (`torch.ops.mkldnn._convolution_pointwise`, what inductor's freezing emits):
-    a unary post-op ("leaky_relu" with its slope, "tanh") or a binary add of another tensor of the output's shape.
-    Otherwise the same math with `F.conv2d` and separate element-wise ops (GPUs, CPUs without oneDNN).
-    """
-
-    def __init__(self, layer: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, fused: bool,
-                 scale: float = 1.0) -> None:
+    def __init__(self, layer: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, scale: float = 1.0) -> None:
         self.transposed = isinstance(layer, nn.ConvTranspose1d)
         self.weight = _channels_last(layer.weight.detach().float() * scale, dtype)  # scaled in fp32, then cast
         self.bias = layer.bias.detach().to(dtype) if layer.bias is not None else None
-        self.padding = [0, int(layer.padding[0])]
-        self.stride = [1, int(layer.stride[0])]
-        self.dilation = [1, int(layer.dilation[0])]
-        self.output_padding = [0, int(layer.output_padding[0])] if self.transposed else None
+        self.padding = (0, int(layer.padding[0]))
+        self.stride = (1, int(layer.stride[0]))
+        self.dilation = (1, int(layer.dilation[0]))
+        self.output_padding = (0, int(layer.output_padding[0])) if self.transposed else None
         self.groups = int(layer.groups)
-        self.fused = fused
 
     def to(self, device: torch.device) -> _Conv:
         self.weight = self.weight.to(device)
@@ -139,19 +133,7 @@ class _Conv:
 
     def __call__(self, x: torch.Tensor, post: str = "none", slope: float = LRELU_SLOPE,
                  add: torch.Tensor | None = None) -> torch.Tensor:
-        """conv(x) [B, O, 1, T'], then `post` ("none" | "leaky_relu" | "tanh"), or `+ add` (post must be "none")."""
-        if self.fused:
-            mkldnn = torch.ops.mkldnn
-            if self.transposed:
-                return mkldnn._convolution_transpose_pointwise(
-                    x, self.weight, self.bias, self.padding, self.output_padding, self.stride, self.dilation,
-                    self.groups, post, [slope] if post == "leaky_relu" else [], "")
-            if add is not None:
-                return mkldnn._convolution_pointwise.binary(
-                    x, add, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", 1.0,
-                    None, [], "")
-            return mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
-                                                 self.groups, post, [slope] if post == "leaky_relu" else [], "")
+        """conv(x) [B, O, 1, T'], then `post` ("none" | "leaky_relu" | "tanh") or `+ add`, in place."""
         if self.transposed:
             y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
                                    self.groups, self.dilation)
@@ -165,7 +147,7 @@ class _Conv:
 
 
 class FastDecoder(nn.Module):
-    """`Generator` / `GeneratorNSF` for inference: folded, channels-last, fused, optionally bf16/fp16.
+    """`Generator` / `GeneratorNSF` for inference: folded, channels-last, optionally bf16/fp16.
 
     Same call as the decoder it replaces: forward(x [B, C, T], f0 [B, T] Hz (pitch models), g [B, G, 1], n_res)
     -> audio [B, 1, T·upp] float32. The input stage (conv_pre + speaker conditioning, at frame rate) and the NSF
@@ -173,14 +155,9 @@ class FastDecoder(nn.Module):
     float32 modules; the upsampling stages and the output conv run in `dtype`.
     """
 
-    def __init__(self, decoder: Generator, dtype: torch.dtype = torch.float32, *, fused: bool | None = None) -> None:
+    def __init__(self, decoder: Generator, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        device = decoder.conv_pre.weight.device
-        if fused is None:
-            fused = device.type == "cpu" and torch.backends.mkldnn.is_available() and (
-                dtype == torch.float32 or (dtype == torch.bfloat16 and mkldnn_bf16_supported()))
         self.dtype = dtype
-        self.fused = fused
         self.nsf = isinstance(decoder, GeneratorNSF)
         self.upp = decoder.upp
         self.num_kernels = decoder.num_kernels
@@ -192,11 +169,11 @@ class FastDecoder(nn.Module):
         # leaky_relu(x / n) = leaky_relu(x) / n, so the 1/n goes into the next conv's kernel (not its bias) and the
         # division pass over the stage's activations disappears.
         mean_scale = 1.0 / self.num_kernels
-        self.ups = [_Conv(up, dtype, fused, scale=1.0 if i == 0 else mean_scale) for i, up in enumerate(decoder.ups)]
-        self.noise_convs = [_Conv(conv, dtype, fused) for conv in decoder.noise_convs] if self.nsf else []
-        self.resblocks = [[(_Conv(c1, dtype, fused), _Conv(c2, dtype, fused))
+        self.ups = [_Conv(up, dtype, scale=1.0 if i == 0 else mean_scale) for i, up in enumerate(decoder.ups)]
+        self.noise_convs = [_Conv(conv, dtype) for conv in decoder.noise_convs] if self.nsf else []
+        self.resblocks = [[(_Conv(c1, dtype), _Conv(c2, dtype))
                            for c1, c2 in zip(block.convs1, block.convs2)] for block in decoder.resblocks]
-        self.conv_post = _Conv(decoder.conv_post, dtype, fused, scale=mean_scale)
+        self.conv_post = _Conv(decoder.conv_post, dtype, scale=mean_scale)
 
     def _apply(self, fn: Any, recurse: bool = True) -> FastDecoder:
         # .to(device) moves the prepared kernels too (they are plain tensors, not parameters: they must keep their
@@ -206,12 +183,11 @@ class FastDecoder(nn.Module):
         for conv in (*self.ups, *self.noise_convs, *(c for block in self.resblocks for pair in block for c in pair),
                      self.conv_post):
             conv.to(device)
-            conv.fused = conv.fused and device.type == "cpu"  # oneDNN's fused ops are CPU ops
         return self
 
     def _resblock(self, x: torch.Tensor, pairs: Sequence[tuple[_Conv, _Conv]]) -> torch.Tensor:
-        # ResBlock1 without a mask: x = c2(lrelu(c1(lrelu(x)))) + x per dilation; the second lrelu and the add are
-        # the convs' fused epilogues.
+        # ResBlock1 without a mask: x = c2(lrelu(c1(lrelu(x)))) + x per dilation; the second lrelu and the add run
+        # in place on the conv outputs.
         for c1, c2 in pairs:
             h = c1(F.leaky_relu(x, LRELU_SLOPE), "leaky_relu")
             x = c2(h, add=x)
@@ -260,9 +236,9 @@ def optimize_for_inference(
     `check_precision` rejects combinations that would be slow (fp16 on a CPU, bf16 without native support).
     `device`: where the copy lives (default: the model's). `compile`: wrap the decoder in `torch.compile`
     (inductor, dynamic shapes, PyTorch's own random draws so seeded output is unchanged). Off by default: on a
-    2-core CPU the first call compiled for about 2 minutes and the result was slower than the eager fused decoder
-    (inductor emits the same oneDNN fused convolutions); it is there for GPUs, where it can fuse the element-wise
-    work between cuDNN convolutions (not measured: no GPU was available).
+    2-core CPU the first call compiled for about 2 minutes and the result was slower than the eager decoder
+    (inductor emits oneDNN fused convolutions, measured no faster here); it is there for GPUs, where it can fuse
+    the element-wise work between cuDNN convolutions (not measured: no GPU was available).
     Returns an `RVCSynthesizer` whose `infer(...)` takes and returns what `RVCSynthesizer.infer` does.
     """
     dtype = precision_dtype(dtype)
@@ -270,9 +246,7 @@ def optimize_for_inference(
     if device is not None:
         plain = plain.to(device)
     check_precision(dtype, next(plain.parameters()).device)
-    # Under torch.compile the decoder is written with plain convolutions: inductor does its own oneDNN fusion (and
-    # its shape propagation rejects the fused transposed-conv op).
-    decoder = FastDecoder(plain.dec, dtype, fused=False if compile else None)
+    decoder = FastDecoder(plain.dec, dtype)
     if compile:
         # fallback_random: inductor would otherwise draw the NSF noise with its own generator, and a seeded
         # conversion would no longer match the eager paths.

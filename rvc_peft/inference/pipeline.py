@@ -144,7 +144,7 @@ class VoiceConverter:
         merge_single_voice: merge a voice's LoRA into the base while it is used alone (fast path).
         rvc_trim: reproduce RVC's segment trimming exactly (see the module docstring).
         batch_size: segments synthesised per forward pass.
-        backend: how the synthesizer runs (`backends.py`): "torch" (reference path, default), "torch-fast" (fused,
+        backend: how the synthesizer runs (`backends.py`): "torch" (reference path, default), "torch-fast" (merged,
             folded, channels-last copy per voice: same output to 1e-4 in fp32) or "onnx" (each voice exported once
             and run by onnxruntime). "torch-fast" and "onnx" run one voice per batch.
         precision: the synthesizer's precision, "fp32", "bf16" ("torch-fast" only: CPUs with avx512_bf16/AMX, GPUs)

@@ -103,3 +103,14 @@ def test_bad_evaluation_inputs(tmp_path):
         evaluate_paths(tmp_path / "ok.wav", tmp_path)
     with pytest.raises(EvaluationError, match="needs its sample rate"):
         evaluate(audio, tmp_path / "ok.wav")
+
+
+def test_log_mel_distance_db_reads_level_differences_in_db():
+    from rvc_peft.inference.evaluation import log_mel_distance_db
+
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(40000)).astype(np.float32)  # broadband: every mel band well above the floor
+    assert log_mel_distance_db(audio, audio, 40000) == 0.0
+    # twice the amplitude is +20·log10(2) = 6.02 dB in every band of a magnitude spectrogram
+    assert abs(log_mel_distance_db(2 * audio, audio, 40000) - 20 * np.log10(2)) < 0.05
+    assert log_mel_distance_db(audio, (0.1 * rng.standard_normal(40000)).astype(np.float32), 40000) > 1.0

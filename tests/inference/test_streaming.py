@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from rvc_peft.inference.evaluation import log_mel_distance_db
 from rvc_peft.inference.stream_io import stream_file
 from rvc_peft.inference.streaming import StreamingConverter, crossfade_windows, sola_offset
 
@@ -132,23 +133,6 @@ def test_silence_in_gives_silence_out(converter):
 
 
 # --- closeness to the offline conversion on the voice-lab base ------------------------------------------------------------
-
-def log_mel_db(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """RVC's 80-band log-mel (n_fft 1024, 10 ms hop) in dB of magnitude -> [80, frames]."""
-    from rvc_peft.features.spectrogram import mel_spectrogram
-
-    mel = mel_spectrogram(torch.from_numpy(np.asarray(audio, dtype=np.float32))[None], 1024, 80, sample_rate,
-                          sample_rate // 100, 1024)[0].numpy()
-    return mel * (20 / np.log(10))  # natural log of magnitude -> dB
-
-
-def log_mel_distance_db(a: np.ndarray, b: np.ndarray, sample_rate: int) -> float:
-    """Mean |Δ| of the dB log-mel spectrograms, both floored 80 dB under the louder one's peak."""
-    ma, mb = log_mel_db(a, sample_rate), log_mel_db(b, sample_rate)
-    frames = min(ma.shape[1], mb.shape[1])
-    floor = max(ma.max(), mb.max()) - 80.0
-    return float(np.mean(np.abs(np.maximum(ma[:, :frames], floor) - np.maximum(mb[:, :frames], floor))))
-
 
 def log_f0_correlation(a: np.ndarray, b: np.ndarray, sample_rate: int) -> float:
     from rvc_peft.features.audio import resample
