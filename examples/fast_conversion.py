@@ -19,25 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from example_audio import spoken_or_synthetic
+
 from rvc_peft.inference import BackendError, VoiceConverter, prepare_audio, write_audio
 from rvc_peft.inference.evaluation import log_mel_distance_db
-
-
-def default_input(folder: Path) -> Path:
-    """An espeak-ng sentence when espeak-ng is installed, else a synthetic voiced signal."""
-    import soundfile as sf
-
-    from rvc_peft.lab.corpus import VOICES
-
-    voice = VOICES["espeak-en-us-m1"]
-    if voice.unavailable_reason() is None:
-        audio, rate = voice.synthesize("The fast path gives the same voice in less time, on the same weights.")
-    else:
-        from rvc_peft.features.synthetic import voiced_signal
-
-        audio, rate = voiced_signal(140.0, 3.0, sample_rate=16000, seed=0)[0], 16000
-    sf.write(str(folder / "input.wav"), audio, rate)
-    return folder / "input.wav"
 
 
 def main() -> None:
@@ -61,7 +46,8 @@ def main() -> None:
             base, encoder = lab.synthesizer, encoder or str(lab.content_encoder)
         if encoder is None:
             parser.error("--base needs --content-encoder")
-        audio, _ = prepare_audio(Path(args.input) if args.input else default_input(folder))
+        sentence = "The fast path gives the same voice in less time, on the same weights."
+        audio, _ = prepare_audio(Path(args.input) if args.input else spoken_or_synthetic(folder, sentence))
         reference = None
         print(f"{'backend':<18} {'convert s':>9} {'synth s':>8} {'vs torch fp32':>14}")
         for backend, precision in (("torch", "fp32"), ("torch-fast", "fp32"), ("torch-fast", "bf16"),

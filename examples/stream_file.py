@@ -22,25 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from example_audio import spoken_or_synthetic
+
 from rvc_peft.inference import StreamingConverter, VoiceConverter, prepare_audio, stream_file
 from rvc_peft.inference.evaluation import log_mel_distance_db
-
-
-def default_input(folder: Path) -> Path:
-    """An espeak-ng sentence when espeak-ng is installed, else a synthetic voiced signal."""
-    import soundfile as sf
-
-    from rvc_peft.lab.corpus import VOICES
-
-    voice = VOICES["espeak-en-us-m1"]
-    if voice.unavailable_reason() is None:
-        audio, rate = voice.synthesize("Streaming conversion turns speech into another voice while you talk.")
-    else:
-        from rvc_peft.features.synthetic import voiced_signal
-
-        audio, rate = voiced_signal(140.0, 3.0, sample_rate=16000, seed=0)[0], 16000
-    sf.write(str(folder / "input.wav"), audio, rate)
-    return folder / "input.wav"
 
 
 def main() -> None:
@@ -65,7 +50,8 @@ def main() -> None:
         base, encoder = lab.synthesizer, encoder or str(lab.content_encoder)
     if encoder is None:
         parser.error("--base needs --content-encoder")
-    source = Path(args.input) if args.input else default_input(folder)
+    sentence = "Streaming conversion turns speech into another voice while you talk."
+    source = Path(args.input) if args.input else spoken_or_synthetic(folder, sentence)
     converter = VoiceConverter.from_pretrained(base, args.adapter, content_encoder=encoder,
                                                f0_method=args.f0_method, seed=0)
     streamer = StreamingConverter.from_converter(
