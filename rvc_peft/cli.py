@@ -2,6 +2,9 @@
 
 Each subcommand is one `_add_<name>_parser(subparsers)` function that registers its arguments and sets
 `func=_run_<name>`; `main` dispatches. Heavy imports happen inside the `_run_*` functions so `--help` is fast.
+The file is long (twelve subcommands of 30-60 lines each, no logic of their own) so that every option of the
+command can be read in one place, in the order `rvc-peft --help` lists them; `convert` and `stream` share their
+runtime options through `_add_runtime_options`.
 """
 
 from __future__ import annotations
