@@ -53,8 +53,7 @@ from rvc_peft.inference.fast_path import mkldnn_bf16_supported, optimize_for_inf
 from rvc_peft.models import RVCConfig
 from rvc_peft.models.weight_norm import split_weight
 from rvc_peft.runtime import retain_freed_memory
-from rvc_peft.testing import random_inputs, small_config
-from tests.inference.conftest import tiny_synthesizer  # unit-gain decoder weights
+from rvc_peft.testing import random_inputs, small_config, unit_gain_synthesizer
 
 RVC_CLASSES = {("v1", True): "SynthesizerTrnMs256NSFsid", ("v1", False): "SynthesizerTrnMs256NSFsid_nono",
                ("v2", True): "SynthesizerTrnMs768NSFsid", ("v2", False): "SynthesizerTrnMs768NSFsid_nono"}
@@ -105,7 +104,7 @@ def interleaved(variants: dict[str, Callable[[], torch.Tensor]], repeats: int, d
 def synthesizer_rows(config: RVCConfig, frames: int, repeats: int, device: str, compile: bool,
                      tmp: Path) -> dict:
     torch.manual_seed(0)
-    ours = tiny_synthesizer(copy.deepcopy(config)).to(device)  # folded weight norm, unit-gain decoder, posterior encoder kept
+    ours = unit_gain_synthesizer(copy.deepcopy(config)).to(device)  # folded weight norm, unit-gain decoder, posterior encoder kept
     inputs = {k: v.to(device) for k, v in random_inputs(config, frames=frames).items()}
     rvc = rvc_model(ours, config, device)
     ours.remove_posterior_encoder()
@@ -196,7 +195,7 @@ def conversion_rows(config: RVCConfig, durations: list[float], repeats: int, dev
     def build(backend: str, precision: str) -> VoiceConverter:
         # one model each (backend "torch" fp16 halves its model in place), each from a copy of the config:
         # remove_posterior_encoder() flips the config's use_posterior_encoder, which changes how later models draw
-        base = tiny_synthesizer(copy.deepcopy(config)).to(device)
+        base = unit_gain_synthesizer(copy.deepcopy(config)).to(device)
         base.remove_posterior_encoder()
         return VoiceConverter(base, encoder, f0_method="rmvpe", rmvpe_model=rmvpe, seed=0, backend=backend,
                               precision=precision)
@@ -253,7 +252,7 @@ def single_conversion(backend: str, precision: str, seconds: float, out: str, de
     config = synthesizer_config(quick)
     torch.manual_seed(0)
     rmvpe = RMVPE(E2E(n_blocks=1, en_de_layers=2, inter_layers=1) if quick else E2E()).to(device).eval()
-    base = tiny_synthesizer(copy.deepcopy(config)).to(device)
+    base = unit_gain_synthesizer(copy.deepcopy(config)).to(device)
     base.remove_posterior_encoder()
     converter = VoiceConverter(base, encoder, f0_method="rmvpe", rmvpe_model=rmvpe, seed=0, backend=backend,
                                precision=precision)

@@ -46,6 +46,30 @@ def random_synthesizer(config: RVCConfig | None = None, seed: int = 0) -> RVCSyn
     return model.eval()
 
 
+def unit_gain_synthesizer(config: RVCConfig, seed: int = 0) -> RVCSynthesizer:
+    """`random_synthesizer` with the decoder's convs re-drawn at std 1/sqrt(fan-in), weight norm folded.
+
+    HiFi-GAN's N(0, 0.01) init makes an untrained decoder's output almost constant (changing every content frame
+    moves it by ~1e-8), which would let content bugs pass unnoticed and makes benchmarks compare near-silence; at
+    unit gain the output follows the input (the last conv is scaled down so the final tanh does not saturate).
+    """
+    from .models import fold_weight_norm
+
+    model = fold_weight_norm(random_synthesizer(config, seed=seed))
+    generator = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for module in model.dec.modules():
+            if isinstance(module, torch.nn.ConvTranspose1d):
+                fan_in = module.weight.shape[0] * module.weight.shape[2] // module.stride[0]
+            elif isinstance(module, torch.nn.Conv1d):
+                fan_in = module.weight[0].numel()
+            else:
+                continue
+            module.weight.normal_(0.0, fan_in**-0.5, generator=generator)
+        model.dec.conv_post.weight.mul_(0.2)  # keep tanh out of saturation
+    return model
+
+
 def randomize_lora(model: torch.nn.Module, seed: int = 1, scale: float = 0.3, parameters: str = "lora_") -> None:
     """Give LoRA tensors seeded random values: a stand-in for training, since PEFT starts B at zero (no effect).
 

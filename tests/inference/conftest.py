@@ -16,7 +16,7 @@ import torch
 import rvc_peft  # noqa: F401  (registers the RVC LoRA layers with PEFT)
 from rvc_peft.features.content_encoder import ContentEncoder
 from rvc_peft.inference import VoiceBank, VoiceConverter, WindowConfig
-from rvc_peft.testing import random_synthesizer, randomize_lora, small_config, tiny_content_encoder
+from rvc_peft.testing import randomize_lora, small_config, tiny_content_encoder
 
 SR_16K = 16000
 # Scaled-down windowing (0.3 s context, split every 2 s) so tests exercise segmentation on seconds of audio.
@@ -30,27 +30,10 @@ def tiny_config(use_f0: bool = True, **overrides):
 
 
 def tiny_synthesizer(config=None, seed: int = 0):
-    """`random_synthesizer` with the decoder's convs re-drawn at std 1/sqrt(fan-in), weight norm folded.
+    """`rvc_peft.testing.unit_gain_synthesizer` (audible decoder, weight norm folded) of the tiny config by default."""
+    from rvc_peft.testing import unit_gain_synthesizer
 
-    HiFi-GAN's N(0, 0.01) init makes an untrained decoder's output almost constant (changing every content frame
-    moves it by ~1e-8), which would let content bugs pass unnoticed; at unit gain the output follows the input
-    (the last conv is scaled down so the final tanh does not saturate).
-    """
-    from rvc_peft.models import fold_weight_norm
-
-    model = fold_weight_norm(random_synthesizer(config or tiny_config(), seed=seed))
-    generator = torch.Generator().manual_seed(seed + 1000)
-    with torch.no_grad():
-        for module in model.dec.modules():
-            if isinstance(module, torch.nn.ConvTranspose1d):
-                fan_in = module.weight.shape[0] * module.weight.shape[2] // module.stride[0]
-            elif isinstance(module, torch.nn.Conv1d):
-                fan_in = module.weight[0].numel()
-            else:
-                continue
-            module.weight.normal_(0.0, fan_in**-0.5, generator=generator)
-        model.dec.conv_post.weight.mul_(0.2)  # keep tanh out of saturation
-    return model
+    return unit_gain_synthesizer(config or tiny_config(), seed=seed)
 
 
 def tiny_encoder(seed: int = 0, version: str = "v1") -> ContentEncoder:
