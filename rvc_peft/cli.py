@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .utils.log import configure_logging
 
@@ -147,25 +148,8 @@ def _run_index(args: argparse.Namespace) -> int:
 
 # --- convert ------------------------------------------------------------------------------------------------------
 
-def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """--backend and --precision: how `convert` and `stream` run the synthesizer (`inference/backends.py`)."""
-    parser.add_argument("--backend", default="torch", choices=("torch", "torch-fast", "onnx"),
-                        help="synthesizer runtime: torch (reference), torch-fast (fused fast path, same output in "
-                             "fp32) or onnx (onnxruntime; the voice is exported once) (default torch)")
-    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
-                        help="synthesizer precision: fp32, bf16 (torch-fast; CPUs with avx512_bf16/AMX, GPUs) or "
-                             "fp16 (GPUs) (default fp32, fp16 with --half)")
-
-
-def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert audio files or folders to a voice (base + LoRA adapter), the RVC way",
-        description="Convert every audio file given (folders are searched recursively) with RVC's pipeline: "
-                    "48 Hz high-pass, quiet-point segmentation, pitch, content features, retrieval, protect, "
-                    "RMS mix. Outputs mirror the input tree under -o and never replace an input file.",
-    )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files and/or folders")
+def _add_voice_options(parser: argparse.ArgumentParser, *, rms_mix_rate: float) -> None:
+    """The model and voice options `convert` and `stream` share: base, adapter, index, key and RVC's settings."""
     parser.add_argument("--base", required=True, metavar="B", help="base model or exported voice: RVC .pth, "
                         "rvc-peft model folder, or Hub reference (org/repo[/file.pth])")
     parser.add_argument("--adapter", default=None, metavar="A", help="LoRA voice adapter folder or Hub id "
@@ -179,26 +163,65 @@ def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--index-rate", type=float, default=0.75, metavar="R", help="retrieval share (default 0.75)")
     parser.add_argument("--protect", type=float, default=0.33, metavar="P",
                         help="consonant protection, 0.5 disables (default 0.33)")
-    parser.add_argument("--rms-mix-rate", type=float, default=0.25, metavar="R",
-                        help="1 keeps the model's loudness envelope, 0 the input's (default 0.25)")
+    parser.add_argument("--rms-mix-rate", type=float, default=rms_mix_rate, metavar="R",
+                        help=f"1 keeps the model's loudness envelope, 0 the input's (default {rms_mix_rate:g})")
     parser.add_argument("--filter-radius", type=int, default=3, help="harvest median filter switch (default 3)")
-    parser.add_argument("--resample-sr", type=int, default=0, help="output sample rate (default: the model's)")
     parser.add_argument("--speaker-id", type=int, default=None, help="speaker row (default: the voice's, else 0)")
     parser.add_argument("--content-encoder", default="lj1995/VoiceConversionWebUI/hubert_base.pt", metavar="PATH",
                         help="HuBERT/ContentVec: transformers folder, fairseq .pt or Hub reference "
                              "(default: RVC's hubert_base.pt on the Hub)")
     parser.add_argument("--rmvpe", default=None, metavar="PATH", help="rmvpe.pt file or Hub reference "
                         "(default: RVC's on the Hub)")
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how `convert` and `stream` run the synthesizer (`inference/backends.py`)."""
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--half", action="store_true", help="float16 (GPU; convert also uses RVC's fp16 windowing)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "torch-fast", "onnx"),
+                        help="synthesizer runtime: torch (reference), torch-fast (merged, folded, channels-last "
+                             "copy: same output in fp32) or onnx (onnxruntime; the voice is exported once) "
+                             "(default torch)")
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+                        help="synthesizer precision: fp32, bf16 (torch-fast; CPUs with avx512_bf16/AMX, GPUs) or "
+                             "fp16 (GPUs) (default fp32, fp16 with --half)")
+    parser.add_argument("--seed", type=int, default=None, help="seed the synthesizer noise (reproducible output)")
+
+
+def _load_converter(args: argparse.Namespace) -> Any:
+    """The `VoiceConverter` of `_add_voice_options` + `_add_runtime_options` arguments."""
+    from .inference import VoiceConverter
+
+    if str(args.device).startswith("cpu"):
+        from .runtime import retain_freed_memory
+
+        retain_freed_memory()  # reuse the decoder's large buffers instead of re-faulting them (about 1.5x faster)
+    adapters = {args.adapter_name: args.adapter} if args.adapter and args.adapter_name else args.adapter
+    return VoiceConverter.from_pretrained(
+        args.base, adapters, content_encoder=args.content_encoder, f0_method=args.f0_method, rmvpe=args.rmvpe,
+        index=args.index, device=args.device, half=args.half, seed=args.seed, backend=args.backend,
+        precision=args.precision,
+    )
+
+
+def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert audio files or folders to a voice (base + LoRA adapter), the RVC way",
+        description="Convert every audio file given (folders are searched recursively) with RVC's pipeline: "
+                    "48 Hz high-pass, quiet-point segmentation, pitch, content features, retrieval, protect, "
+                    "RMS mix. Outputs mirror the input tree under -o and never replace an input file.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files and/or folders")
+    _add_voice_options(parser, rms_mix_rate=0.25)
+    parser.add_argument("--resample-sr", type=int, default=0, help="output sample rate (default: the model's)")
     parser.add_argument("-o", "--output", default="converted", metavar="OUT",
                         help="output folder (default ./converted), or a file name for a single input")
     parser.add_argument("--format", default="wav", choices=("wav", "flac"), help="output format (default wav)")
     parser.add_argument("--float", action="store_true", help="write float32 WAV (Applio) instead of 16-bit (WebUI)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing output files (inputs are never replaced)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--half", action="store_true", help="float16 with RVC's fp16 windowing (GPU)")
     _add_runtime_options(parser)
-    parser.add_argument("--seed", type=int, default=None, help="seed the synthesizer noise (reproducible output)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=_run_convert)
 
@@ -206,25 +229,16 @@ def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .inference import ConversionSettings, VoiceConverter
+    from .inference import ConversionSettings
     from .inference.batch import collect_inputs, convert_files, plan_outputs
 
     settings = ConversionSettings.from_cli_args(args)  # a bad --protect etc. fails here, before the models load
-    if str(args.device).startswith("cpu"):
-        from .runtime import retain_freed_memory
-
-        retain_freed_memory()  # reuse the decoder's large buffers instead of re-faulting them (about 1.5x faster)
     output = Path(args.output)
     inputs = collect_inputs(args.inputs, exclude=output)
     if not inputs:
         raise ValueError(f"no audio files found in {', '.join(args.inputs)}")
     outputs = plan_outputs(inputs, output, fmt=args.format, overwrite=args.overwrite)
-    adapters = {args.adapter_name: args.adapter} if args.adapter and args.adapter_name else args.adapter
-    converter = VoiceConverter.from_pretrained(
-        args.base, adapters, content_encoder=args.content_encoder, f0_method=args.f0_method, rmvpe=args.rmvpe,
-        index=args.index, device=args.device, half=args.half, seed=args.seed, backend=args.backend,
-        precision=args.precision,
-    )
+    converter = _load_converter(args)
     report = convert_files(lambda path: converter.convert(path, settings=settings), inputs, outputs,
                            subtype="FLOAT" if args.float else "PCM_16", progress=not args.no_progress,
                            overwrite=args.overwrite)
@@ -249,28 +263,11 @@ def _add_stream_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Stream a file through the realtime converter (ring buffer of extra context + block, features "
                     "and pitch per window, SOLA-aligned crossfades) and write the result aligned with the input, "
                     "with a report of the algorithmic latency and the per-block processing time. --live converts "
-                    "the microphone to the speakers (needs the optional package sounddevice).",
+                    "the microphone to the speakers (needs the optional package sounddevice). On a CPU pick a cheap "
+                    "--f0-method (fcpe, dio or pm keep up with real time; harvest does not).",
     )
     parser.add_argument("inputs", nargs="?", default=None, metavar="INPUT", help="audio file to stream (not with --live)")
-    parser.add_argument("--base", required=True, metavar="B", help="base model or exported voice: RVC .pth, "
-                        "rvc-peft model folder, or Hub reference (org/repo[/file.pth])")
-    parser.add_argument("--adapter", default=None, metavar="A", help="LoRA voice adapter folder or Hub id")
-    parser.add_argument("--adapter-name", default=None, metavar="N", help="name for the voice (default: folder name)")
-    parser.add_argument("--index", default=None, metavar="I", help="retrieval .index file")
-    parser.add_argument("--pitch", type=float, default=0.0, metavar="N", help="transpose by N semitones")
-    parser.add_argument("--f0-method", default="rmvpe", metavar="M",
-                        help="rmvpe, crepe, crepe-tiny, fcpe, harvest, dio or pm (default rmvpe; on a CPU fcpe, dio "
-                             "or pm keep up with real time, harvest does not)")
-    parser.add_argument("--index-rate", type=float, default=0.75, metavar="R", help="retrieval share (default 0.75)")
-    parser.add_argument("--protect", type=float, default=0.33, metavar="P",
-                        help="consonant protection, 0.5 disables (default 0.33)")
-    parser.add_argument("--rms-mix-rate", type=float, default=1.0, metavar="R",
-                        help="1 keeps the model's loudness (default), 0 follows the input's 40 ms envelope")
-    parser.add_argument("--filter-radius", type=int, default=3, help="harvest median filter switch (default 3)")
-    parser.add_argument("--speaker-id", type=int, default=None, help="speaker row (default: the voice's, else 0)")
-    parser.add_argument("--content-encoder", default="lj1995/VoiceConversionWebUI/hubert_base.pt", metavar="PATH",
-                        help="HuBERT/ContentVec: transformers folder, fairseq .pt or Hub reference")
-    parser.add_argument("--rmvpe", default=None, metavar="PATH", help="rmvpe.pt file or Hub reference")
+    _add_voice_options(parser, rms_mix_rate=1.0)
     parser.add_argument("--block-ms", type=float, default=500.0, help="audio per block (default 500)")
     parser.add_argument("--extra-ms", type=float, default=1000.0, help="past context per block (default 1000)")
     parser.add_argument("--crossfade-ms", type=float, default=50.0, help="crossfade between blocks (default 50)")
@@ -283,17 +280,13 @@ def _add_stream_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="--live: stop after this long (default: Ctrl-C)")
     parser.add_argument("--input-device", default=None, help="--live: sounddevice input device (default: system's)")
     parser.add_argument("--output-device", default=None, help="--live: sounddevice output device")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--half", action="store_true", help="float16 (GPU)")
     _add_runtime_options(parser)
-    parser.add_argument("--seed", type=int, default=None, help="seed the synthesizer noise (reproducible output)")
     parser.set_defaults(func=_run_stream)
 
 
 def _run_stream(args: argparse.Namespace) -> int:
     import json
 
-    from .inference import VoiceConverter
     from .inference.stream_io import live_audio_module, stream_file, stream_live
     from .inference.streaming import StreamingConverter
     from .utils.files import atomic_write
@@ -304,16 +297,7 @@ def _run_stream(args: argparse.Namespace) -> int:
         raise ValueError("-o/--output is needed: the file to write the streamed conversion to")
     if args.live:
         live_audio_module()  # a missing sounddevice fails before the models load
-    if str(args.device).startswith("cpu"):
-        from .runtime import retain_freed_memory
-
-        retain_freed_memory()
-    adapters = {args.adapter_name: args.adapter} if args.adapter and args.adapter_name else args.adapter
-    converter = VoiceConverter.from_pretrained(
-        args.base, adapters, content_encoder=args.content_encoder, f0_method=args.f0_method, rmvpe=args.rmvpe,
-        index=args.index, device=args.device, half=args.half, seed=args.seed, backend=args.backend,
-        precision=args.precision,
-    )
+    converter = _load_converter(args)
     streamer = StreamingConverter(
         converter, block_seconds=args.block_ms / 1000, extra_seconds=args.extra_ms / 1000,
         crossfade_seconds=args.crossfade_ms / 1000, sola_search_seconds=args.sola_search_ms / 1000,
