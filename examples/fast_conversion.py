@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from example_audio import spoken_or_synthetic
+from example_audio import base_and_encoder, spoken_or_synthetic, voice_arguments
 
 from rvc_peft.inference import BackendError, VoiceConverter, prepare_audio, write_audio
 from rvc_peft.inference.evaluation import log_mel_distance_db
@@ -27,25 +27,14 @@ from rvc_peft.inference.evaluation import log_mel_distance_db
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default=None, help="base .pth (default: the voice-lab base)")
-    parser.add_argument("--adapter", default=None, help="LoRA voice folder or Hub id")
-    parser.add_argument("--content-encoder", default=None, help="content encoder (default: the lab's)")
-    parser.add_argument("--f0-method", default="pm", help="pitch method (default pm)")
-    parser.add_argument("--input", default=None, help="audio file (default: a spoken sentence)")
+    voice_arguments(parser)
     parser.add_argument("--out", default=None, help="folder for the converted files (default: a temporary one)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.out) if args.out else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        base, encoder = args.base, args.content_encoder
-        if base is None:
-            from rvc_peft.lab import lab_base_files
-
-            lab = lab_base_files()
-            base, encoder = lab.synthesizer, encoder or str(lab.content_encoder)
-        if encoder is None:
-            parser.error("--base needs --content-encoder")
+        base, encoder = base_and_encoder(args, parser)
         sentence = "The fast path gives the same voice in less time, on the same weights."
         audio, _ = prepare_audio(Path(args.input) if args.input else spoken_or_synthetic(folder, sentence))
         reference = None

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from example_audio import spoken_or_synthetic
+from example_audio import base_and_encoder, spoken_or_synthetic, voice_arguments
 
 from rvc_peft.inference import StreamingConverter, VoiceConverter, prepare_audio, stream_file
 from rvc_peft.inference.evaluation import log_mel_distance_db
@@ -30,11 +30,7 @@ from rvc_peft.inference.evaluation import log_mel_distance_db
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default=None, help="base .pth (default: the voice-lab base)")
-    parser.add_argument("--adapter", default=None, help="LoRA voice folder")
-    parser.add_argument("--content-encoder", default=None, help="content encoder (default: the lab's)")
-    parser.add_argument("--f0-method", default="pm", help="pitch method (default pm: cheap on a CPU)")
-    parser.add_argument("--input", default=None, help="audio file (default: a spoken sentence)")
+    voice_arguments(parser)
     parser.add_argument("--block-ms", type=float, default=500.0)
     parser.add_argument("--extra-ms", type=float, default=1000.0)
     parser.add_argument("--crossfade-ms", type=float, default=50.0)
@@ -42,14 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # blocks are small: one thread avoids contention (and matches a live audio thread)
     folder = Path(tempfile.mkdtemp(prefix="rvc_stream_"))
-    base, encoder = args.base, args.content_encoder
-    if base is None:
-        from rvc_peft.lab import lab_base_files
-
-        lab = lab_base_files()
-        base, encoder = lab.synthesizer, encoder or str(lab.content_encoder)
-    if encoder is None:
-        parser.error("--base needs --content-encoder")
+    base, encoder = base_and_encoder(args, parser)
     sentence = "Streaming conversion turns speech into another voice while you talk."
     source = Path(args.input) if args.input else spoken_or_synthetic(folder, sentence)
     converter = VoiceConverter.from_pretrained(base, args.adapter, content_encoder=encoder,
