@@ -66,7 +66,9 @@ class _PerVoiceBackend:
     name = ""
 
     def __init__(self) -> None:
-        self._models: dict[tuple[str | None, int], Any] = {}
+        # key -> (the voice object, its prepared copy): holding the voice keeps its id() from being reused by a
+        # voice added later under the same name, which would otherwise be served this voice's copy
+        self._models: dict[tuple[str | None, int], tuple[Any, Any]] = {}
 
     def _prepare(self, bank: Any) -> Any:
         raise NotImplementedError
@@ -82,8 +84,9 @@ class _PerVoiceBackend:
         if key not in self._models:
             # Preparing may run the model (ONNX tracing draws the NSF noise): keep the caller's seeded stream intact.
             with torch.random.fork_rng(devices=[]):
-                self._models[key] = self._prepare(bank)
-        return self._models[key]
+                voice = bank.voice(key[0]) if key[0] is not None else None
+                self._models[key] = (voice, self._prepare(bank))
+        return self._models[key][1]
 
     def clear(self) -> None:
         """Forget the prepared copies (after a voice's weights changed in place)."""
